@@ -1,0 +1,113 @@
+/**
+ * One logical stream of a session, as a Node Duplex. Writing honours the peer's credit (a write's
+ * callback fires once its bytes were framed and handed to the transport); reading returns credit
+ * to the peer as the consumer drains. Each direction ends on its own (`end()` sends END; the readable
+ * side ends on the peer's END). `reset()` aborts both directions with a code.
+ *
+ * Ownership: the session creates streams and routes frames to them; users only read, write, end,
+ * reply and reset. An 'error' listener is always attached by the session, so a peer's RESET never
+ * crashes a process that forgot one; users observe failures with their own 'error' or 'close'
+ * listeners, or `stream.pipeline`/`finished`.
+ */
+import { Duplex } from 'node:stream';
+import { TunnelError, type TunnelErrorCode } from './errors.js';
+import type { Head } from './frames.js';
+import type { ReceiveWindow } from './flow.js';
+
+/** What a stream needs from its session. Implemented by Session; not for users. */
+export interface StreamOwner {
+  streamWrite(stream: TunnelStream, chunk: Buffer, done: (err?: Error | null) => void): void;
+  streamFinal(stream: TunnelStream, done: (err?: Error | null) => void): void;
+  streamRead(stream: TunnelStream): void;
+  streamDestroyed(stream: TunnelStream, err: Error | null): void;
+  streamReply(stream: TunnelStream, head: Head, data: Uint8Array | null, end: boolean): void;
+}
+
+export interface OutChunk {
+  buf: Buffer;
+  done: ((err?: Error | null) => void) | null;
+}
+
+export class TunnelStream extends Duplex {
+  readonly id: number;
+  /** True for streams this side opened; false for streams the peer opened. */
+  readonly local: boolean;
+  /** The head this side sent (OPEN for local streams, REPLY for accepted ones), once sent or queued. */
+  ownHead: Head | null = null;
+  /** The head the peer sent: its OPEN for accepted streams, its REPLY for local ones (null until it arrives). */
+  peerHead: Head | null;
+
+  /** @internal session bookkeeping below; not part of the public surface. */
+  /** @internal */ owner: StreamOwner;
+  /** @internal */ sendCredit = 0;
+  /** @internal head waiting to be framed (OPEN or REPLY). */ outHead: Head | null = null;
+  /** @internal */ outHeadSize = 0;
+  /** @internal */ out: OutChunk[] = [];
+  /** @internal */ outBytes = 0;
+  /** @internal */ finQueued = false;
+  /** @internal */ finSent = false;
+  /** @internal */ finDone: ((err?: Error | null) => void) | null = null;
+  /** @internal */ headSent = false;
+  /** @internal */ inRing = false;
+  /** @internal */ recv: Buffer[] = [];
+  /** @internal */ recvBytes = 0;
+  /** @internal */ recvEnded = false;
+  /** @internal */ endPushed = false;
+  /** @internal */ wantsData = false;
+  /** @internal */ window: ReceiveWindow;
+  /** @internal set when the session already knows the stream is gone (reset sent or received). */ gone = false;
+  /** @internal the stream waits in the pending-open queue. */ pending = false;
+
+  constructor(owner: StreamOwner, id: number, local: boolean, peerHead: Head | null, window: ReceiveWindow, highWaterMark: number) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 16 * 1024, writableHighWaterMark: highWaterMark, decodeStrings: true });
+    this.owner = owner;
+    this.id = id;
+    this.local = local;
+    this.peerHead = peerHead;
+    this.window = window;
+    this.on('error', () => {
+      /* Observed through the user's own listeners; see the class comment. */
+    });
+  }
+
+  /**
+   * Sends this side's head of an accepted stream (for HTTP: status and headers), optionally with
+   * the first data and the end of this direction, all in one frame when they fit. Writing without a
+   * reply sends an empty head first.
+   */
+  reply(head: Head, options?: { data?: Uint8Array; end?: boolean }): void {
+    if (this.local) throw new TunnelError('PROTOCOL_ERROR', 'reply() is for streams the peer opened');
+    if (this.ownHead !== null) throw new TunnelError('PROTOCOL_ERROR', 'reply() was already called');
+    this.owner.streamReply(this, head, options?.data ?? null, options?.end ?? false);
+    if (options?.end) this.end();
+  }
+
+  /** Aborts the stream in both directions and tells the peer why. Safe to call more than once. */
+  reset(code: TunnelErrorCode = 'CANCELLED', message = 'stream reset'): void {
+    if (this.destroyed) return;
+    this.destroy(new TunnelError(code, message));
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.owner.streamWrite(this, chunk, callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    const buf = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
+    this.owner.streamWrite(this, buf, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.owner.streamFinal(this, callback);
+  }
+
+  override _read(): void {
+    this.wantsData = true;
+    this.owner.streamRead(this);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.owner.streamDestroyed(this, err);
+    callback(err);
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * Behaviour tests of a session pair, written once and run over every transport (in-memory, ws,
+ * wss). The transport-specific files only say how to make a connected pair.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { Session, type SessionOptions } from '../session.js';
+import { TunnelError } from '../errors.js';
+import type { TunnelStream } from '../stream.js';
+
+export interface SessionPair {
+  client: Session;
+  server: Session;
+  cleanup(): Promise<void>;
+}
+
+export type PairOptions = { client?: Partial<SessionOptions>; server?: Partial<SessionOptions> };
+export type PairFactory = (options?: PairOptions) => Promise<SessionPair>;
+
+/**
+ * Reads a stream to its end. (Not `for await`: the async iterator destroys a Duplex when the
+ * readable side ends, which would abort the writable side.)
+ */
+export function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.once('end', () => resolve(Buffer.concat(chunks)));
+    stream.once('error', reject);
+  });
+}
+
+/** Waits for a stream to fail and returns its error. */
+export function errorOf(stream: TunnelStream): Promise<TunnelError> {
+  return new Promise((resolve, reject) => {
+    stream.once('error', (err) => resolve(err as TunnelError));
+    stream.once('close', () => setImmediate(() => reject(new Error(`stream ${stream.id} closed without an error`))));
+  });
+}
+
+/** Writes a buffer in pieces, honouring backpressure, then ends the stream. */
+export async function writeAll(stream: TunnelStream, data: Buffer, piece = 100_000): Promise<void> {
+  for (let off = 0; off < data.length; off += piece) {
+    if (!stream.write(data.subarray(off, off + piece))) await once(stream, 'drain');
+  }
+  stream.end();
+}
+
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** An echo server: every stream the server accepts is replied to with its own bytes. */
+function serveEcho(server: Session): void {
+  server.on('stream', (s) => {
+    s.reply({ status: 200, echo: s.peerHead?.path ?? null });
+    s.pipe(s);
+  });
+}
+
+export function runSessionSuite(name: string, makePair: PairFactory): void {
+  describe(`session behaviour over ${name}`, () => {
+    let pair: SessionPair | null = null;
+    afterEach(async () => {
+      await pair?.cleanup();
+      pair = null;
+    });
+
+    test('handshake: the server sees the agent metadata, the client sees the server limits', async () => {
+      pair = await makePair({
+        client: { hello: { agentVersion: '1.2.3', podName: 'agentk-0', features: ['http'] } },
+        server: { limits: { maxStreams: 77 }, welcome: { sessionId: 'abc' } },
+      });
+      await Promise.all([pair.client.ready, pair.server.ready]);
+      expect(pair.server.peerInfo).toMatchObject({ agentVersion: '1.2.3', podName: 'agentk-0', features: ['http'], v: 1 });
+      expect(pair.client.peerInfo).toMatchObject({ sessionId: 'abc', v: 1 });
+      expect(pair.client.peerLimits?.maxStreams).toBe(77);
+    });
+
+    test('a stream opened with head, data and end in one call arrives whole, and the reply comes back the same way', async () => {
+      pair = await makePair();
+      pair.server.on('stream', async (s) => {
+        const body = await readAll(s);
+        s.reply({ status: 201, got: body.length }, { data: Buffer.from(`you sent ${body.toString()}`), end: true });
+      });
+      const s = pair.client.openStream({ method: 'POST', path: '/x' }, { data: Buffer.from('hello'), end: true });
+      const [reply] = (await once(s, 'reply')) as [Record<string, unknown>];
+      expect(reply).toEqual({ status: 201, got: 5 });
+      expect((await readAll(s)).toString()).toBe('you sent hello');
+    });
+
+    test('bulk data both ways is byte-exact and in order', async () => {
+      pair = await makePair();
+      serveEcho(pair.server);
+      const data = randomBytes(6 * 1024 * 1024);
+      const s = pair.client.openStream({ path: '/echo' });
+      const [, echoed] = await Promise.all([writeAll(s, data, 300_000), readAll(s)]);
+      expect(echoed.length).toBe(data.length);
+      expect(sha(echoed)).toBe(sha(data));
+    });
+
+    test('either side can open streams, and their ids never collide', async () => {
+      pair = await makePair();
+      serveEcho(pair.server);
+      pair.client.on('stream', (s) => {
+        s.reply({ from: 'client' });
+        s.pipe(s);
+      });
+      const fromClient = [0, 1, 2].map(() => pair!.client.openStream({ path: '/c' }, { data: Buffer.from('c'), end: true }));
+      const fromServer = [0, 1, 2].map(() => pair!.server.openStream({ path: '/s' }, { data: Buffer.from('s'), end: true }));
+      const ids = [...fromClient, ...fromServer].map((s) => s.id);
+      expect(new Set(ids).size).toBe(6);
+      expect(fromClient.every((s) => s.id % 2 === 1)).toBe(true);
+      expect(fromServer.every((s) => s.id % 2 === 0)).toBe(true);
+      const bodies = await Promise.all([...fromClient, ...fromServer].map((s) => readAll(s)));
+      expect(bodies.map(String)).toEqual(['c', 'c', 'c', 's', 's', 's']);
+    });
+
+    test('half-close: the client ends its side and still receives the whole answer afterwards', async () => {
+      pair = await makePair();
+      pair.server.on('stream', async (s) => {
+        const body = await readAll(s);
+        s.reply({ status: 200 });
+        for (let i = 0; i < 5; i++) {
+          s.write(Buffer.from(`part${i};`));
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        s.end(Buffer.from(`len=${body.length}`));
+      });
+      const s = pair.client.openStream({ path: '/half' });
+      s.end(Buffer.alloc(1000, 1));
+      expect(s.writableFinished || (await once(s, 'finish'), true)).toBe(true);
+      expect((await readAll(s)).toString()).toBe('part0;part1;part2;part3;part4;len=1000');
+    });
+
+    test('reset travels with its code in both directions and the session goes on', async () => {
+      pair = await makePair();
+      const serverSide: TunnelStream[] = [];
+      pair.server.on('stream', (s) => {
+        serverSide.push(s);
+        if (s.peerHead?.path === '/fail') s.reset('UPSTREAM_ERROR', 'upstream refused');
+      });
+      const failing = pair.client.openStream({ path: '/fail' });
+      const err = await errorOf(failing);
+      expect(err).toBeInstanceOf(TunnelError);
+      expect(err.code).toBe('UPSTREAM_ERROR');
+      expect(err.remote).toBe(true);
+
+      const cancelled = pair.client.openStream({ path: '/cancel' });
+      await waitFor(() => serverSide.length === 2, 'the server to accept the second stream');
+      const serverErr = errorOf(serverSide[1]!);
+      cancelled.reset('CANCELLED', 'client went away');
+      expect((await serverErr).code).toBe('CANCELLED');
+
+      serveEcho(pair.server);
+      const ok = pair.client.openStream({ path: '/ok' }, { data: Buffer.from('still fine'), end: true });
+      expect((await readAll(ok)).toString()).toBe('still fine');
+    });
+
+    test('a stalled reader holds at most its window and does not delay another stream (no head-of-line blocking)', async () => {
+      const initialWindow = 256 * 1024;
+      pair = await makePair({ client: { limits: { initialWindow } } });
+      let stalledWriter: TunnelStream | null = null;
+      pair.server.on('stream', (s) => {
+        s.reply({ status: 200 });
+        if (s.peerHead?.path === '/stalled') {
+          stalledWriter = s;
+          // Writes far more than the window; the client never reads it.
+          const big = Buffer.alloc(64 * 1024, 7);
+          const pump = () => {
+            while (!s.destroyed && s.write(big));
+          };
+          s.on('drain', pump);
+          pump();
+        } else {
+          s.end(randomBytes(20 * 1024 * 1024));
+        }
+      });
+      const stalled = pair.client.openStream({ path: '/stalled' });
+      stalled.pause();
+      await waitFor(() => stalledWriter !== null && pair!.client.bufferedBytes >= initialWindow - 64 * 1024, 'the stalled stream to fill its window');
+      const bulk = pair.client.openStream({ path: '/bulk' });
+      const body = await readAll(bulk);
+      expect(body.length).toBe(20 * 1024 * 1024);
+      // What the client holds for the stalled stream: its queue plus one chunk in the Readable buffer.
+      expect(pair.client.bufferedBytes + stalled.readableLength).toBeLessThanOrEqual(initialWindow + 64 * 1024);
+      expect(stalledWriter!.sendCredit).toBeGreaterThanOrEqual(0);
+      stalled.reset();
+    });
+
+    test('closing the session fails every open stream at once with a coded error', async () => {
+      pair = await makePair();
+      pair.server.on('stream', (s) => s.reply({ status: 200 }));
+      const streams = [0, 1, 2].map(() => pair!.client.openStream({ path: '/hang' }));
+      await Promise.all(streams.map((s) => once(s, 'reply')));
+      const errors = Promise.all(streams.map((s) => errorOf(s)));
+      pair.server.close(new TunnelError('AUTH_REVOKED', 'token revoked'));
+      const errs = await errors;
+      expect(errs.map((e) => e.code)).toEqual(['AUTH_REVOKED', 'AUTH_REVOKED', 'AUTH_REVOKED']);
+      await waitFor(() => pair!.client.state === 'closed', 'the client session to close');
+      expect(pair.client.closeError?.code).toBe('AUTH_REVOKED');
+    });
+
+    test('drain: the peer opens nothing new, in-flight streams finish, then the session closes cleanly', async () => {
+      pair = await makePair();
+      let release: (() => void) | null = null;
+      pair.server.on('stream', (s) => {
+        s.reply({ status: 200 });
+        release = () => s.end(Buffer.from('finished after drain'));
+      });
+      const inflight = pair.client.openStream({ path: '/slow' });
+      await once(inflight, 'reply');
+      const goaway = once(pair.client, 'goaway');
+      const drained = pair.server.drain('restarting', 10_000);
+      const [info] = (await goaway) as [{ code: string; message: string }];
+      expect(info.code).toBe('GOING_AWAY');
+      expect(info.message).toBe('restarting');
+      expect(() => pair!.client.openStream({ path: '/new' })).toThrow(expect.objectContaining({ code: 'STREAM_REFUSED' }));
+      release!();
+      expect((await readAll(inflight)).toString()).toBe('finished after drain');
+      inflight.end();
+      await drained;
+      expect(pair.server.closeError).toBeNull();
+      await waitFor(() => pair!.client.state === 'closed', 'the client session to close');
+    });
+
+    test('drain grace: streams still open when the grace ends are reset with GOING_AWAY', async () => {
+      pair = await makePair();
+      pair.server.on('stream', (s) => s.reply({ status: 200 }));
+      const stuck = pair.client.openStream({ path: '/stuck' });
+      await once(stuck, 'reply');
+      const err = errorOf(stuck);
+      await pair.server.drain('bye', 50);
+      expect((await err).code).toBe('GOING_AWAY');
+    });
+
+    test('streams beyond the peer limit wait in the pending queue; beyond that, opening fails with STREAM_LIMIT', async () => {
+      pair = await makePair({ server: { limits: { maxStreams: 2 } }, client: { tuning: { maxPendingOpens: 2 } } });
+      await pair.client.ready;
+      const held: TunnelStream[] = [];
+      pair.server.on('stream', (s) => {
+        held.push(s);
+        s.reply({ n: held.length });
+      });
+      const opened = [0, 1, 2, 3].map(() => pair!.client.openStream({ path: '/p' }));
+      expect(() => pair!.client.openStream({ path: '/p' })).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT' }));
+      await waitFor(() => held.length === 2, 'two streams at the server');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(held.length).toBe(2);
+      for (const s of held.splice(0)) s.end();
+      for (const s of opened.slice(0, 2)) s.end();
+      await waitFor(() => held.length === 2, 'the two pending streams to open');
+      for (const s of held) s.end();
+      for (const s of opened.slice(2)) s.end();
+      await Promise.all(opened.map((s) => readAll(s)));
+    });
+
+    test('keepalive measures the round-trip time', async () => {
+      pair = await makePair();
+      await pair.client.ready;
+      await waitFor(() => pair!.client.rttMs !== null && pair!.server.rttMs !== null, 'both sides to measure the round-trip time');
+      expect(pair.client.rttMs).toBeGreaterThanOrEqual(0);
+    });
+
+    test('200 concurrent streams with one stalled reader: all the others complete', async () => {
+      pair = await makePair();
+      pair.server.on('stream', (s) => s.reply({ status: 200 }, { data: Buffer.alloc(Number(s.peerHead?.size ?? 0), 3), end: true }));
+      const stalled = pair.client.openStream({ size: 2_000_000 });
+      stalled.pause();
+      const others = Array.from({ length: 200 }, (_, i) => pair!.client.openStream({ size: 1000 + i }, { end: true }));
+      const bodies = await Promise.all(others.map((s) => readAll(s)));
+      expect(bodies.map((b) => b.length)).toEqual(others.map((_, i) => 1000 + i));
+      stalled.reset();
+    });
+  });
+}

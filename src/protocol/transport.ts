@@ -1,0 +1,27 @@
+/**
+ * The message transport a session runs on: an ordered, reliable channel of binary messages (a
+ * WebSocket in production, an in-memory pair in tests). The session owns the transport once it has
+ * called `start`; it is the only caller of `send` and `close`.
+ */
+export interface TransportHandlers {
+  /** One whole message arrived. Called in order; never called after `close`. */
+  message(data: Uint8Array): void;
+  /** Queued bytes fell below the high-water mark after `backpressured` was true. */
+  drain(): void;
+  /** The channel is gone (closed by either side or failed). Called once. */
+  closed(code: number, reason: string): void;
+}
+
+export interface MessageTransport {
+  /** Registers the session's handlers; messages that arrived earlier are delivered now. Called once. */
+  start(handlers: TransportHandlers): void;
+  /** Queues one message. Never throws for a closed transport; the message is dropped. */
+  send(data: Uint8Array): void;
+  /** Bytes queued and not yet handed to the network. */
+  readonly bufferedAmount: number;
+  /** Closes the channel with an application close code (1000, or 4000-4999) and a short reason. */
+  close(code: number, reason: string): void;
+  /** Optional batching: messages sent between cork and uncork may go out in one write. */
+  cork?(): void;
+  uncork?(): void;
+}

@@ -1,0 +1,53 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { Session } from '../protocol/session.js';
+import { runSessionSuite, type PairOptions } from '../protocol/testing/session-suite.js';
+import { generateSelfSignedCertificate, type CertificatePair } from './tls-cert.js';
+import { WsTransport } from './ws-transport.js';
+
+let cert: CertificatePair;
+beforeAll(async () => {
+  cert = await generateSelfSignedCertificate();
+});
+
+function wsPair(tls: boolean) {
+  return async (options: PairOptions = {}) => {
+    const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * 1024 * 1024, perMessageDeflate: false });
+    const server = tls ? https.createServer({ cert: cert.cert, key: cert.key }) : http.createServer();
+    let serverSession!: Session;
+    const accepted = new Promise<void>((resolve) => {
+      server.on('upgrade', (req, socket: Duplex, head) => {
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          serverSession = new Session(new WsTransport(ws), { role: 'server', ...options.server });
+          resolve();
+        });
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const ws = new WebSocket(`${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`, { perMessageDeflate: false, maxPayload: 2 * 1024 * 1024, ca: tls ? cert.cert : undefined });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const client = new Session(new WsTransport(ws), { role: 'client', ...options.client });
+    await accepted;
+    return {
+      client,
+      server: serverSession,
+      async cleanup() {
+        client.close();
+        serverSession.close();
+        for (const c of wss.clients) c.terminate();
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      },
+    };
+  };
+}
+
+runSessionSuite('a real ws connection on loopback', wsPair(false));
+runSessionSuite('a real wss (TLS) connection on loopback', wsPair(true));

@@ -1,0 +1,111 @@
+/**
+ * Adapts a `ws` WebSocket to the protocol's MessageTransport. Binary messages only: a text message
+ * closes the connection with MALFORMED_FRAME. Backpressure comes from `bufferedAmount` (bytes queued
+ * in ws and in the socket); `drain` fires when the message that crossed the high-water mark has been
+ * written out.
+ */
+import type { Socket } from 'node:net';
+import type { RawData, WebSocket } from 'ws';
+import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
+import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
+
+/** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
+const CLOSE_LINGER_MS = 5000;
+
+export interface WsTransportOptions {
+  /** Queued bytes above which the transport reports backpressure. */
+  highWater?: number;
+  /** The raw socket under the WebSocket, for corking the frames of one writer turn into one write. */
+  socket?: Socket;
+}
+
+function toBytes(data: RawData): Uint8Array {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return new Uint8Array(data);
+}
+
+export class WsTransport implements MessageTransport {
+  private readonly ws: WebSocket;
+  private readonly highWater: number;
+  private readonly socket: Socket | null;
+  private handlers: TransportHandlers | null = null;
+  private early: Uint8Array[] = [];
+  private waitingDrain = false;
+  private closedCalled = false;
+  private earlyClose: { code: number; reason: string } | null = null;
+
+  constructor(ws: WebSocket, options: WsTransportOptions = {}) {
+    this.ws = ws;
+    this.highWater = options.highWater ?? 1024 * 1024;
+    this.socket = options.socket ?? null;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (!isBinary) {
+        this.close(CLOSE_CODE_BASE + TUNNEL_ERROR_CODES.MALFORMED_FRAME.wire, 'text messages are not part of the protocol');
+        return;
+      }
+      const bytes = toBytes(data);
+      if (this.handlers) this.handlers.message(bytes);
+      else this.early.push(bytes);
+    });
+    ws.on('error', () => {
+      /* 'close' follows every error; the session learns of the loss there. */
+    });
+    ws.on('close', (code: number, reason: Buffer) => this.onClosed(code, reason.toString('utf8')));
+  }
+
+  start(handlers: TransportHandlers): void {
+    this.handlers = handlers;
+    const early = this.early;
+    this.early = [];
+    for (const m of early) handlers.message(m);
+    if (this.earlyClose) this.onClosed(this.earlyClose.code, this.earlyClose.reason);
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  send(data: Uint8Array): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (!this.waitingDrain && this.ws.bufferedAmount + data.byteLength >= this.highWater) {
+      this.waitingDrain = true;
+      this.ws.send(data, { binary: true, compress: false }, () => {
+        this.waitingDrain = false;
+        this.handlers?.drain();
+      });
+      return;
+    }
+    this.ws.send(data, { binary: true, compress: false });
+  }
+
+  cork(): void {
+    this.socket?.cork();
+  }
+
+  uncork(): void {
+    this.socket?.uncork();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.ws.readyState === this.ws.CLOSED) return;
+    if (this.ws.readyState === this.ws.CONNECTING) {
+      this.ws.terminate();
+      return;
+    }
+    this.ws.close(code, Buffer.from(reason).subarray(0, 120).toString());
+    const ws = this.ws;
+    setTimeout(() => ws.terminate(), CLOSE_LINGER_MS).unref();
+  }
+
+  private onClosed(code: number, reason: string): void {
+    if (this.closedCalled) return;
+    if (!this.handlers) {
+      this.earlyClose = { code, reason };
+      return;
+    }
+    this.closedCalled = true;
+    this.handlers.closed(code, reason);
+  }
+}
