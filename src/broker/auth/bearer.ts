@@ -1,0 +1,23 @@
+/** The bearer token of a request: exactly one Authorization header of the form "Bearer <token>". */
+
+/** Longest token we look at; anything longer is refused before hashing or forwarding. */
+export const MAX_TOKEN_LENGTH = 4096;
+
+export type BearerResult = { ok: true; token: string } | { ok: false; message: string };
+
+/**
+ * Reads the bearer token from raw header lines (Node keeps only the first of repeated Authorization
+ * headers in `headers`, so a second one would otherwise go unnoticed).
+ */
+export function bearerToken(rawHeaders: readonly string[]): BearerResult {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === 'authorization') values.push(rawHeaders[i + 1]!);
+  }
+  if (values.length === 0) return { ok: false, message: 'missing Authorization header' };
+  if (values.length > 1) return { ok: false, message: 'more than one Authorization header' };
+  const m = /^Bearer ([\x21-\x7e]+)$/i.exec(values[0]!);
+  if (!m) return { ok: false, message: 'expected "Authorization: Bearer <token>"' };
+  if (m[1]!.length > MAX_TOKEN_LENGTH) return { ok: false, message: 'token too long' };
+  return { ok: true, token: m[1]! };
+}

@@ -1,0 +1,302 @@
+/**
+ * The Kubernetes API proxy listener: authenticates each request, picks a session of the target
+ * agent (waiting a bounded time for one), opens a stream whose head is the cleaned request, and
+ * streams both bodies with backpressure. Upgrades (exec, attach, port-forward) switch the stream to
+ * raw bytes after the 101. Every error kas makes itself is a Kubernetes Status body.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { finished, type Duplex } from 'node:stream';
+import { TunnelError, isTunnelError } from '../../protocol/errors.js';
+import type { Head } from '../../protocol/frames.js';
+import { decodeResponseHead, encodeRequestHead, type HeaderPair, type HttpResponseHead } from '../../protocol/http.js';
+import type { TunnelStream } from '../../protocol/stream.js';
+import type { Session } from '../../protocol/session.js';
+import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import { kubernetesStatusBody } from '../../shared/k8s-status.js';
+import type { Logger } from '../../shared/logger.js';
+import { readTlsFiles } from '../../shared/tls-files.js';
+import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
+import type { KasConfig } from '../configuration/schema.js';
+import type { KasMetrics } from '../observability/metrics.js';
+import type { AgentRegistry } from '../tunnel/agent-registry.js';
+import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
+
+export interface ProxyDeps {
+  config: KasConfig['agent']['kubernetes_api'];
+  authenticator: ProxyAuthenticator;
+  registry: AgentRegistry;
+  metrics: KasMetrics;
+  logger: Logger;
+}
+
+/** A request kas refuses itself, before anything reaches an agent. */
+class Refusal {
+  constructor(
+    readonly status: number,
+    readonly message: string,
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
+
+interface Prepared {
+  decision: ProxyDecision;
+  head: Head;
+  hasBody: boolean;
+}
+
+/** How many sessions a bodiless request may try when a session refuses it (drain races). */
+const MAX_ATTEMPTS = 3;
+
+function statusLine(status: number): string {
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+}
+
+function headerLines(headers: readonly HeaderPair[]): string {
+  return headers.map(([k, v]) => `${k}: ${v}\r\n`).join('');
+}
+
+function flat(headers: readonly HeaderPair[]): string[] {
+  return headers.flat();
+}
+
+export class KubernetesApiProxy {
+  private readonly deps: ProxyDeps;
+  private server: http.Server | https.Server | null = null;
+  private readonly inflight = new Set<Promise<void>>();
+  boundAddress = '';
+
+  constructor(deps: ProxyDeps) {
+    this.deps = deps;
+  }
+
+  async start(): Promise<string> {
+    const { config } = this.deps;
+    const tls = readTlsFiles('agent.kubernetes_api.listen', config.listen);
+    const server = tls ? https.createServer({ ...tls }) : http.createServer();
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 0;
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.track(this.onUpgrade(req, socket, head)));
+    server.on('clientError', (_err, socket) => socket.destroy());
+    const addr = parseListenAddress(config.listen.address)!;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.port, addr.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const a = server.address() as AddressInfo;
+    this.boundAddress = formatAddress(a.address, a.port);
+    return this.boundAddress;
+  }
+
+  private track(p: Promise<void>): void {
+    const tracked = p.catch((err: unknown) => this.deps.logger.error({ err }, 'proxy request failed unexpectedly')).finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+  }
+
+  /** Stops accepting requests and waits for in-flight ones, at most `graceMs`. */
+  async drain(graceMs: number): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    server.close();
+    server.closeIdleConnections?.();
+    await Promise.race([Promise.all([...this.inflight]), new Promise((r) => setTimeout(r, graceMs).unref())]);
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = null;
+    server.closeAllConnections?.();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  // ---- shared by plain requests and upgrades ----------------------------------------------
+
+  private async prepare(req: http.IncomingMessage, upgrade: boolean): Promise<Prepared | Refusal> {
+    const path = forwardPath(req.url, this.deps.config.url_path_prefix);
+    if (path === null) return new Refusal(404, `the Kubernetes API proxy serves paths under ${this.deps.config.url_path_prefix}`);
+    const query = new URLSearchParams(req.url!.includes('?') ? req.url!.slice(req.url!.indexOf('?') + 1) : '');
+    const auth = await this.deps.authenticator.authorize({ headers: req.headers, rawHeaders: req.rawHeaders, query });
+    if (!auth.ok) {
+      return new Refusal(auth.status, auth.status === 401 ? 'Unauthorized' : auth.message, auth.status === 401 ? { 'Gitlab-Unauthorized': 'true' } : {});
+    }
+    const { decision } = auth;
+    if (decision.impersonate && hasImpersonationHeaders(req.rawHeaders)) {
+      return new Refusal(403, 'nested impersonation is not allowed: this credential already impersonates, drop the Impersonate-* headers');
+    }
+    const hasBody = upgrade || req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    const head = encodeRequestHead({ method: req.method ?? 'GET', path, headers: forwardHeaders(req.rawHeaders, upgrade), impersonate: decision.impersonate });
+    return { decision, head, hasBody };
+  }
+
+  /**
+   * Opens the request stream on a session of the agent and waits for the reply head. Bodiless
+   * requests refused by a draining session are retried on another session.
+   */
+  private async exchange(p: Prepared, signal: AbortSignal, writeBody: (s: TunnelStream) => void): Promise<{ stream: TunnelStream; reply: HttpResponseHead } | Refusal> {
+    const { registry, config, metrics } = this.deps;
+    const tried = new Set<Session>();
+    for (let attempt = 1; ; attempt++) {
+      const waitStart = process.hrtime.bigint();
+      const session = await registry.waitFor(p.decision.agentId, config.agent_wait_timeout, signal, tried);
+      metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
+      if (signal.aborted) return new Refusal(499, 'client went away');
+      if (!session) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
+      let stream: TunnelStream;
+      try {
+        stream = session.openStream(p.head, { end: !p.hasBody });
+      } catch (err) {
+        if (isTunnelError(err) && err.code === 'STREAM_LIMIT') return new Refusal(429, 'too many concurrent requests to this agent');
+        tried.add(session);
+        if (attempt < MAX_ATTEMPTS) continue;
+        return new Refusal(503, `no session of agent ${p.decision.agentId} accepts requests`);
+      }
+      if (p.hasBody) writeBody(stream);
+      const onAbort = () => stream.reset('CANCELLED', 'client went away');
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        const head = await waitReply(stream);
+        return { stream, reply: decodeResponseHead(head) };
+      } catch (err) {
+        stream.reset('PROTOCOL_ERROR', 'bad reply');
+        const code = isTunnelError(err) ? err.code : 'INTERNAL';
+        if (code === 'STREAM_REFUSED' && !p.hasBody && attempt < MAX_ATTEMPTS) {
+          tried.add(session);
+          continue;
+        }
+        metrics.proxyErrors.inc({ code });
+        if (signal.aborted) return new Refusal(499, 'client went away');
+        if (code === 'PROTOCOL_ERROR') return new Refusal(502, 'the agent sent an invalid response head');
+        return new Refusal(502, `the request failed in the tunnel to agent ${p.decision.agentId}: ${code}`);
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+    }
+  }
+
+  // ---- plain requests ------------------------------------------------------------------------
+
+  private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const { metrics } = this.deps;
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    const prepared = await this.prepare(req, false);
+    if (prepared instanceof Refusal) return this.refuse(res, prepared, 'none');
+    const result = await this.exchange(prepared, abort.signal, (stream) => {
+      req.on('error', () => stream.reset('CANCELLED', 'client request failed'));
+      req.pipe(stream);
+    });
+    if (result instanceof Refusal) {
+      if (!prepared.hasBody) req.resume();
+      return this.refuse(res, result, prepared.decision.credential);
+    }
+    const { stream, reply } = result;
+    metrics.proxyRequests.inc({ status: `${Math.floor(reply.status / 100)}xx`, credential: prepared.decision.credential });
+    res.writeHead(reply.status, flat(responseHeaders(reply.headers, false)));
+    res.flushHeaders();
+    await new Promise<void>((resolve) => {
+      finished(stream, { writable: false }, (err) => {
+        if (!err) return;
+        // The head is out: the only way left to signal failure is to cut the response short.
+        metrics.proxyErrors.inc({ code: isTunnelError(err) ? err.code : 'STREAM_ABORTED' });
+        res.destroy(err);
+      });
+      res.on('close', () => {
+        if (!res.writableFinished) stream.reset('CANCELLED', 'client went away');
+        resolve();
+      });
+      stream.pipe(res);
+    });
+  }
+
+  private refuse(res: http.ServerResponse, r: Refusal, credential: string): void {
+    this.deps.metrics.proxyRequests.inc({ status: `${Math.floor(r.status / 100)}xx`, credential });
+    if (r.status === 499 || res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const body = kubernetesStatusBody(r.status, r.message);
+    res.writeHead(r.status, { 'Content-Type': 'application/json', 'Content-Length': body.length, ...r.headers });
+    res.end(body);
+  }
+
+  // ---- upgrades ------------------------------------------------------------------------------
+
+  private async onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => {
+      /* Failures surface through 'close' below. */
+    });
+    // TLS server sockets are not half-open by default; an upgraded stream closes each direction on its own.
+    (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
+    const abort = new AbortController();
+    socket.once('close', () => abort.abort());
+    if (!isUpgradeRequest(req.headers)) return this.refuseRaw(socket, new Refusal(400, 'bad upgrade request'));
+    const prepared = await this.prepare(req, true);
+    if (prepared instanceof Refusal) return this.refuseRaw(socket, prepared);
+    const result = await this.exchange(prepared, abort.signal, (stream) => {
+      if (head.length > 0) stream.write(head);
+    });
+    if (result instanceof Refusal) return this.refuseRaw(socket, result);
+    const { stream, reply } = result;
+    this.deps.metrics.proxyRequests.inc({ status: `${Math.floor(reply.status / 100)}xx`, credential: prepared.decision.credential });
+    const upgraded = reply.status === 101;
+    const headers = responseHeaders(reply.headers, upgraded);
+    if (!upgraded) headers.push(['Connection', 'close']);
+    socket.write(statusLine(reply.status) + headerLines(headers) + '\r\n');
+    finished(stream, { writable: false }, (err) => {
+      if (err) socket.destroy();
+    });
+    socket.once('close', () => {
+      if (!stream.destroyed) stream.reset('CANCELLED', 'client went away');
+    });
+    // Raw bytes both ways; each direction ends on its own.
+    stream.pipe(socket);
+    if (upgraded) socket.pipe(stream);
+    else stream.end();
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  }
+
+  private refuseRaw(socket: Duplex, r: Refusal): void {
+    this.deps.metrics.proxyRequests.inc({ status: `${Math.floor(r.status / 100)}xx`, credential: 'none' });
+    if (r.status === 499 || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const body = kubernetesStatusBody(r.status, r.message);
+    const extra = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    socket.end(`${statusLine(r.status)}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n${extra}\r\n${body.toString()}`);
+  }
+}
+
+function waitReply(stream: TunnelStream): Promise<Head> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      stream.off('reply', onReply);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+    };
+    const onReply = (head: Head) => {
+      cleanup();
+      resolve(head);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new TunnelError('CONNECTION_LOST', 'stream closed before the reply'));
+    };
+    stream.on('reply', onReply);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}

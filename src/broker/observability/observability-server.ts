@@ -1,0 +1,49 @@
+/**
+ * kas's observability listener (fastify): /metrics for Prometheus, /liveness (the process serves
+ * HTTP) and /readiness (every listener is up and kas is not shutting down).
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { AddressInfo } from 'node:net';
+import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import type { KasMetrics } from './metrics.js';
+
+export class ObservabilityServer {
+  private readonly app: FastifyInstance;
+  private readonly address: string;
+  private ready = false;
+  boundAddress = '';
+
+  constructor(address: string, metrics: KasMetrics, readinessChecks: Array<() => string | null> = []) {
+    this.address = address;
+    this.app = Fastify({ logger: false });
+    this.app.get('/metrics', async (_req, reply) => {
+      reply.header('Content-Type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+    this.app.get('/liveness', async () => ({ status: 'ok' }));
+    this.app.get('/readiness', async (_req, reply) => {
+      const problems = this.ready ? readinessChecks.map((c) => c()).filter((p): p is string => p !== null) : ['starting or shutting down'];
+      if (problems.length > 0) {
+        reply.code(503);
+        return { status: 'not ready', problems };
+      }
+      return { status: 'ok' };
+    });
+  }
+
+  setReady(ready: boolean): void {
+    this.ready = ready;
+  }
+
+  async start(): Promise<string> {
+    const addr = parseListenAddress(this.address)!;
+    await this.app.listen({ host: addr.host, port: addr.port });
+    const a = this.app.server.address() as AddressInfo;
+    this.boundAddress = formatAddress(a.address, a.port);
+    return this.boundAddress;
+  }
+
+  async stop(): Promise<void> {
+    await this.app.close();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * Standalone mode credentials: agents and proxy tokens listed in the configuration, their tokens read
+ * from files at start and kept only as SHA-256 digests, compared in constant time.
+ */
+import type { Impersonation } from '../../protocol/http.js';
+import { readTokenFile, tokenDigest, tokenMatches } from '../../shared/secret.js';
+import type { AccessAs, KasConfig } from '../configuration/schema.js';
+import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyRequestCredentials } from '../auth/types.js';
+import { bearerToken } from '../auth/bearer.js';
+
+interface AgentEntry { identity: AgentIdentity; digest: Buffer }
+interface ProxyEntry { digest: Buffer; agents: Set<number>; impersonate: Impersonation | null }
+
+export function impersonationOf(accessAs: AccessAs): Impersonation | null {
+  if ('agent' in accessAs) return null;
+  const { username, uid, groups, extra } = accessAs.impersonate;
+  return { username, ...(uid !== undefined && { uid }), ...(groups && { groups }), ...(extra && { extra }) };
+}
+
+export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
+  private readonly agents: AgentEntry[];
+  private readonly proxyTokens: ProxyEntry[];
+
+  constructor(config: KasConfig['standalone']) {
+    this.agents = config.agents.map((a, i) => {
+      try {
+        return { identity: { agentId: a.id, agentName: a.name, projectId: null }, digest: tokenDigest(readTokenFile(a.token_file)) };
+      } catch (err) {
+        throw new Error(`standalone.agents.${i}.token_file: ${(err as Error).message}`, { cause: err });
+      }
+    });
+    this.proxyTokens = config.proxy_tokens.map((t, i) => {
+      try {
+        return { digest: tokenDigest(readTokenFile(t.token_file)), agents: new Set(t.agents), impersonate: impersonationOf(t.access_as) };
+      } catch (err) {
+        throw new Error(`standalone.proxy_tokens.${i}.token_file: ${(err as Error).message}`, { cause: err });
+      }
+    });
+  }
+
+  async authenticate(token: string): Promise<AgentIdentity | null> {
+    // Check every entry, so the time taken does not depend on which one matches.
+    let found: AgentIdentity | null = null;
+    for (const a of this.agents) if (tokenMatches(token, a.digest)) found = a.identity;
+    return found;
+  }
+
+  async authorize(request: ProxyRequestCredentials): Promise<ProxyAuthResult> {
+    const bearer = bearerToken(request.rawHeaders);
+    if (!bearer.ok) return { ok: false, status: 401, message: bearer.message };
+    const m = /^pat:(\d{1,18}):(.+)$/.exec(bearer.token);
+    if (!m) return { ok: false, status: 401, message: 'expected "Authorization: Bearer pat:<agent-id>:<token>"' };
+    const agentId = Number(m[1]);
+    const token = m[2]!;
+    let entry: ProxyEntry | null = null;
+    for (const t of this.proxyTokens) if (tokenMatches(token, t.digest) && t.agents.has(agentId)) entry = t;
+    if (!entry) return { ok: false, status: 401, message: 'unauthorized' };
+    return { ok: true, decision: { agentId, impersonate: entry.impersonate, credential: 'pat' } };
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * The agent listener: agents dial in with a WebSocket upgrade carrying `Authorization: Bearer
+ * <agent token>`. The token is checked in the upgrade handler, before the socket is accepted (401
+ * with nothing else revealed); then a protocol session runs on the connection and, once its
+ * handshake is done, the agent is registered. Sessions are drained at their maximum age (jittered) so
+ * load rebalances across kas replicas, and on shutdown.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { TunnelError } from '../../protocol/errors.js';
+import type { Head } from '../../protocol/frames.js';
+import type { BufferBudget } from '../../protocol/flow.js';
+import { Session } from '../../protocol/session.js';
+import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import type { Logger } from '../../shared/logger.js';
+import { WsTransport } from '../../shared/ws-transport.js';
+import { bearerToken } from '../auth/bearer.js';
+import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
+import type { KasConfig } from '../configuration/schema.js';
+import type { KasMetrics } from '../observability/metrics.js';
+import type { AgentMeta, AgentRegistry } from './agent-registry.js';
+import { sessionOptionsFrom } from './session-options.js';
+import { readTlsFiles } from '../../shared/tls-files.js';
+
+export interface AgentListenerDeps {
+  listen: KasConfig['agent']['listen'];
+  tunnel: KasConfig['agent']['tunnel'];
+  authenticator: AgentAuthenticator;
+  registry: AgentRegistry;
+  metrics: KasMetrics;
+  logger: Logger;
+  processBudget: BufferBudget;
+}
+
+const MAX_META_LENGTH = 256;
+
+function metaString(v: unknown): string {
+  return typeof v === 'string' ? v.slice(0, MAX_META_LENGTH) : '';
+}
+
+/** Reads agent metadata from a HELLO body; tolerant of missing fields, strict about types and sizes. */
+export function agentMetaFromHello(hello: Head): AgentMeta {
+  const features = Array.isArray(hello.features) ? hello.features.filter((f): f is string => typeof f === 'string').slice(0, 64).map(metaString) : [];
+  return {
+    version: metaString(hello.agentVersion),
+    commit: metaString(hello.agentCommit),
+    podNamespace: metaString(hello.podNamespace),
+    podName: metaString(hello.podName),
+    kubernetesVersion: metaString(hello.kubernetesVersion),
+    features,
+  };
+}
+
+function refuse(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+export class AgentListener {
+  private readonly deps: AgentListenerDeps;
+  private readonly wss: WebSocketServer;
+  private server: http.Server | https.Server | null = null;
+  private readonly sessions = new Set<Session>();
+  private closing = false;
+  boundAddress = '';
+
+  constructor(deps: AgentListenerDeps) {
+    this.deps = deps;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: deps.tunnel.max_frame_size,
+      clientTracking: false,
+    });
+  }
+
+  async start(): Promise<string> {
+    const { listen } = this.deps;
+    const tls = readTlsFiles('agent.listen', listen);
+    const server = tls ? https.createServer({ ...tls }) : http.createServer();
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    server.on('request', (_req, res) => {
+      res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket', Connection: 'Upgrade' });
+      res.end('agent endpoint: WebSocket upgrade required\n');
+    });
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    server.on('clientError', (_err, socket) => socket.destroy());
+    const addr = parseListenAddress(listen.address)!;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.port, addr.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const a = server.address() as AddressInfo;
+    this.boundAddress = formatAddress(a.address, a.port);
+    return this.boundAddress;
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {
+      /* A client that vanished mid-handshake is not our error. */
+    });
+    const { metrics, logger } = this.deps;
+    if (this.closing) {
+      metrics.agentConnections.inc({ outcome: 'shutting_down' });
+      refuse(socket, 503, 'Service Unavailable');
+      return;
+    }
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+      metrics.agentConnections.inc({ outcome: 'bad_request' });
+      refuse(socket, 400, 'Bad Request');
+      return;
+    }
+    const bearer = bearerToken(req.rawHeaders);
+    if (!bearer.ok) {
+      metrics.agentConnections.inc({ outcome: 'unauthorized' });
+      logger.info({ reason: bearer.message, remote: req.socket.remoteAddress }, 'agent connection refused');
+      refuse(socket, 401, 'Unauthorized');
+      return;
+    }
+    this.deps.authenticator.authenticate(bearer.token).then(
+      (identity) => {
+        if (!identity) {
+          metrics.agentConnections.inc({ outcome: 'unauthorized' });
+          logger.info({ remote: req.socket.remoteAddress }, 'agent connection refused: unknown token');
+          refuse(socket, 401, 'Unauthorized');
+          return;
+        }
+        if (this.closing || socket.destroyed) {
+          refuse(socket, 503, 'Service Unavailable');
+          return;
+        }
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket as Socket, identity));
+      },
+      (err: unknown) => {
+        metrics.agentConnections.inc({ outcome: 'auth_error' });
+        logger.warn({ err }, 'agent authentication failed');
+        refuse(socket, 503, 'Service Unavailable');
+      },
+    );
+  }
+
+  private accept(ws: WebSocket, socket: Socket, identity: AgentIdentity): void {
+    const { tunnel, registry, metrics, processBudget } = this.deps;
+    const connectionId = randomUUID();
+    const logger = this.deps.logger.child({ agentId: identity.agentId, sessionId: connectionId });
+    socket.setNoDelay(true);
+    const session = new Session(new WsTransport(ws, { socket, highWater: tunnel.chunk_size * 16 }), {
+      role: 'server',
+      ...sessionOptionsFrom(tunnel),
+      processBudget,
+      welcome: { connectionId, agentId: identity.agentId },
+    });
+    this.sessions.add(session);
+    metrics.sessions.inc();
+    let unregister: (() => void) | null = null;
+    let ageTimer: NodeJS.Timeout | null = null;
+    session.ready.then(
+      (hello) => {
+        const meta = agentMetaFromHello(hello);
+        unregister = registry.register({ connectionId, identity, session, connectedAt: new Date(), meta });
+        metrics.connectedAgents.set(registry.agentCount);
+        metrics.agentConnections.inc({ outcome: 'connected' });
+        logger.info({ agentVersion: meta.version, podName: meta.podName, podNamespace: meta.podNamespace }, 'agent connected');
+        const age = this.deps.listen.max_connection_age;
+        // ±10 % jitter, so connections made together do not all drain together.
+        ageTimer = setTimeout(() => {
+          logger.info('maximum connection age reached; draining the session');
+          void session.drain('maximum connection age reached', tunnel.drain_grace);
+        }, age * (0.9 + Math.random() * 0.2));
+        ageTimer.unref();
+      },
+      () => undefined,
+    );
+    session.on('close', (err: TunnelError | null) => {
+      this.sessions.delete(session);
+      if (ageTimer) clearTimeout(ageTimer);
+      unregister?.();
+      metrics.sessions.dec();
+      metrics.connectedAgents.set(registry.agentCount);
+      metrics.sessionCloses.inc({ code: err?.code ?? 'none' });
+      if (err && err.code !== 'SESSION_CLOSED' && err.code !== 'GOING_AWAY') logger.info({ code: err.code, msg: err.message }, 'agent session closed with an error');
+      else logger.info('agent session closed');
+    });
+  }
+
+  /** Stops accepting connections and drains every session; resolves when all are closed. */
+  async drain(graceMs: number): Promise<void> {
+    this.closing = true;
+    this.server?.close();
+    await Promise.all([...this.sessions].map((s) => s.drain('kas is shutting down', graceMs)));
+  }
+
+  /** Closes everything at once. */
+  async stop(): Promise<void> {
+    this.closing = true;
+    for (const s of this.sessions) s.close(new TunnelError('SESSION_CLOSED', 'kas stopped'));
+    const server = this.server;
+    if (!server) return;
+    server.closeAllConnections?.();
+    await new Promise<void>((r) => server.close(() => r()));
+    this.server = null;
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The agents connected to this kas process: which sessions each agent has, and a bounded wait for
+ * an agent that is not connected yet. New streams go to the session of the agent with the fewest
+ * open streams, so a pool of connections shares the load.
+ */
+import type { Session } from '../../protocol/session.js';
+import type { AgentIdentity } from '../auth/types.js';
+
+/** Metadata agentk sends in its handshake. */
+export interface AgentMeta {
+  version: string;
+  commit: string;
+  podNamespace: string;
+  podName: string;
+  kubernetesVersion: string;
+  features: string[];
+}
+
+export interface AgentConnection {
+  readonly connectionId: string;
+  readonly identity: AgentIdentity;
+  readonly session: Session;
+  readonly connectedAt: Date;
+  readonly meta: AgentMeta;
+}
+
+interface Waiter {
+  resolve(session: Session | null): void;
+}
+
+export class AgentRegistry {
+  private readonly byAgent = new Map<number, Set<AgentConnection>>();
+  private readonly waiters = new Map<number, Set<Waiter>>();
+  private readonly listeners = new Set<(agentId: number) => void>();
+
+  /** Adds a connection (after its handshake); returns the function that removes it. */
+  register(conn: AgentConnection): () => void {
+    const id = conn.identity.agentId;
+    let set = this.byAgent.get(id);
+    if (!set) {
+      set = new Set();
+      this.byAgent.set(id, set);
+    }
+    set.add(conn);
+    this.wake(id);
+    for (const l of this.listeners) l(id);
+    return () => {
+      const s = this.byAgent.get(id);
+      if (!s) return;
+      s.delete(conn);
+      if (s.size === 0) this.byAgent.delete(id);
+      for (const l of this.listeners) l(id);
+    };
+  }
+
+  /** Called whenever an agent's set of connections changes. */
+  onChange(listener: (agentId: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** A session of the agent that accepts new streams (the least loaded), or null. */
+  pick(agentId: number, exclude?: ReadonlySet<Session>): Session | null {
+    const set = this.byAgent.get(agentId);
+    if (!set) return null;
+    let best: Session | null = null;
+    for (const c of set) {
+      const s = c.session;
+      if (!s.acceptsStreams || s.state !== 'open' || exclude?.has(s)) continue;
+      if (!best || s.streamCount < best.streamCount) best = s;
+    }
+    return best;
+  }
+
+  /**
+   * A session of the agent, waiting up to `timeoutMs` for one to connect. Resolves null on timeout
+   * or when `signal` aborts (the client went away).
+   */
+  waitFor(agentId: number, timeoutMs: number, signal?: AbortSignal, exclude?: ReadonlySet<Session>): Promise<Session | null> {
+    const now = this.pick(agentId, exclude);
+    if (now || timeoutMs <= 0 || signal?.aborted) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      let set = this.waiters.get(agentId);
+      if (!set) {
+        set = new Set();
+        this.waiters.set(agentId, set);
+      }
+      const waiters = set;
+      const finish = (session: Session | null) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        waiters.delete(waiter);
+        if (waiters.size === 0 && this.waiters.get(agentId) === waiters) this.waiters.delete(agentId);
+        resolve(session);
+      };
+      const waiter: Waiter = {
+        resolve: (session) => {
+          if (session && exclude?.has(session)) return;
+          finish(session);
+        },
+      };
+      const onAbort = () => finish(null);
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      waiters.add(waiter);
+    });
+  }
+
+  /** Re-checks waiters of an agent, e.g. when one of its sessions finished its handshake. */
+  wake(agentId: number): void {
+    const set = this.waiters.get(agentId);
+    if (!set) return;
+    for (const w of [...set]) {
+      const s = this.pick(agentId);
+      if (!s) return;
+      w.resolve(s);
+    }
+  }
+
+  connections(agentId?: number): AgentConnection[] {
+    if (agentId !== undefined) return [...(this.byAgent.get(agentId) ?? [])];
+    return [...this.byAgent.values()].flatMap((s) => [...s]);
+  }
+
+  get agentCount(): number {
+    return this.byAgent.size;
+  }
+
+  get connectionCount(): number {
+    let n = 0;
+    for (const s of this.byAgent.values()) n += s.size;
+    return n;
+  }
+}

@@ -1,0 +1,21 @@
+/** Secrets: read from files, compared in constant time, held only as hashes. */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+/** SHA-256 of a token; what we keep in memory and compare, never the token itself. */
+export function tokenDigest(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** Constant-time comparison of a presented token with a stored digest (length-independent). */
+export function tokenMatches(presented: string, digest: Buffer): boolean {
+  return timingSafeEqual(tokenDigest(presented), digest);
+}
+
+/** Reads a token file: trailing newline trimmed; an empty file is an error naming the file. */
+export function readTokenFile(path: string): string {
+  const token = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+  if (token.length === 0) throw new Error(`token file ${path} is empty`);
+  if (/[\s\x00-\x1f\x7f]/.test(token)) throw new Error(`token file ${path} contains whitespace or control characters`);
+  return token;
+}

@@ -1,0 +1,335 @@
+/**
+ * The Kubernetes API proxy end to end on loopback: client → kas (TLS) → agentk (wss) → upstream
+ * (TLS), with real sockets everywhere.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+interface Seen {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  bodySha: string;
+  bodyLength: number;
+}
+
+function header(raw: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name.toLowerCase()) out.push(raw[i + 1]!);
+  return out;
+}
+
+describe('Kubernetes API proxy through kas and agentk', () => {
+  let upstream: Upstream & { server: http.Server };
+  let stack: Stack;
+  const seen: Seen[] = [];
+  /** Per-test behaviour of the upstream for paths under /custom. */
+  let custom: ((req: http.IncomingMessage, res: http.ServerResponse) => void) | null = null;
+  let upgradeHandler: ((req: http.IncomingMessage, socket: Duplex, head: Buffer) => void) | null = null;
+
+  beforeAll(async () => {
+    upstream = await startUpstream(
+      (req, res) => {
+        if (custom && req.url!.startsWith('/custom')) return custom(req, res);
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const body = Buffer.concat(chunks);
+          seen.push({ method: req.method!, url: req.url!, rawHeaders: req.rawHeaders, bodySha: sha(body), bodyLength: body.length });
+          const url = new URL(req.url!, 'https://x');
+          const size = Number(url.searchParams.get('size') ?? '-1');
+          if (size >= 0) {
+            // Deterministic content so the client can check it without the upstream sending it twice.
+            res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': size, 'X-Multi': ['a', 'b'] });
+            const block = Buffer.alloc(1024 * 1024, 0x5a);
+            let left = size;
+            const pump = () => {
+              while (left > 0) {
+                const n = Math.min(left, block.length);
+                left -= n;
+                if (!res.write(block.subarray(0, n))) return void res.once('drain', pump);
+              }
+              res.end();
+            };
+            pump();
+            return;
+          }
+          res.writeHead(200, { 'Content-Type': 'application/json', 'X-Echo-Method': req.method!, 'X-Multi': ['a', 'b'] });
+          res.end(JSON.stringify({ sha: sha(body), length: body.length }));
+        });
+      },
+      (req, socket, head) => upgradeHandler?.(req, socket, head),
+    );
+    stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' } } } });
+  });
+
+  afterAll(async () => {
+    await stack?.close();
+    await upstream?.close();
+  });
+
+  beforeEach(() => {
+    seen.length = 0;
+    custom = null;
+    upgradeHandler = null;
+  });
+
+  test.each(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])('%s with bodies of 0 B to 1 MB arrives byte-exact, answer headers preserved', async (method) => {
+    for (const size of [0, 1, 65_537, 1_000_000]) {
+      const body = size === 0 ? null : randomBytes(size);
+      const res = await proxyRequest(stack, method, '/api/v1/things?x=1', { body, headers: body ? { 'content-type': 'application/octet-stream', 'x-custom': 'kept' } : { 'x-custom': 'kept' } });
+      const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+      expect(res.statusCode).toBe(200);
+      expect(answer.length).toBe(size);
+      if (body) expect(answer.sha).toBe(sha(body));
+      expect(res.headers['x-echo-method']).toBe(method);
+      expect(res.rawHeaders.filter((_, i) => i % 2 === 0 && res.rawHeaders[i] === 'X-Multi').length).toBe(2);
+    }
+    const last = seen.at(-1)!;
+    expect(last.url).toBe('/api/v1/things?x=1');
+    expect(header(last.rawHeaders, 'x-custom')).toEqual(['kept']);
+  });
+
+  test('a 100 MB upload and a 100 MB download are byte-exact', async () => {
+    const up = randomBytes(100 * 1024 * 1024);
+    const res = await proxyRequest(stack, 'POST', '/api/v1/upload', { body: up });
+    const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+    expect(answer).toEqual({ sha: sha(up), length: up.length });
+
+    const size = 100 * 1024 * 1024;
+    const down = await proxyRequest(stack, 'GET', `/api/v1/download?size=${size}`);
+    const got = await bodyOf(down);
+    expect(got.length).toBe(size);
+    expect(sha(got)).toBe(sha(Buffer.alloc(size, 0x5a)));
+  }, 120_000);
+
+  test('the upstream sees the agent credentials, never the client credentials, and hop-by-hop headers are gone', async () => {
+    const res = await proxyRequest(stack, 'GET', '/api/v1/namespaces?gitlab-agent-id=1&labelSelector=a', {
+      headers: { cookie: '_gitlab_kas=secret', 'x-csrf-token': 'csrf', 'gitlab-agent-id': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'proxy-authorization': 'Basic x' },
+    });
+    await bodyOf(res);
+    const s = seen.at(-1)!;
+    expect(header(s.rawHeaders, 'authorization')).toEqual([`Bearer ${upstream.token}`]);
+    for (const h of ['cookie', 'x-csrf-token', 'gitlab-agent-id', 'keep-alive', 'te', 'proxy-authorization']) expect(header(s.rawHeaders, h)).toEqual([]);
+    expect(s.url).toBe('/api/v1/namespaces?labelSelector=a');
+    expect(header(s.rawHeaders, 'via').join()).toContain('gitlab-agent-kas');
+  });
+
+  test('a streaming (watch) response arrives chunk by chunk while the upstream is still writing', async () => {
+    let next: (() => void) | null = null;
+    custom = (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      let i = 0;
+      next = () => {
+        i++;
+        if (i <= 3) res.write(`{"type":"ADDED","object":{"n":${i}}}\n`);
+        else res.end();
+      };
+      next();
+    };
+    const res = await proxyRequest(stack, 'GET', '/custom/watch?watch=1');
+    const events: string[] = [];
+    // The upstream writes the next event only after the client has seen the previous one:
+    // a proxy that buffered the response would never deliver anything and the test would time out.
+    await new Promise<void>((resolve, reject) => {
+      res.on('data', (c: Buffer) => {
+        events.push(...c.toString().split('\n').filter(Boolean));
+        next?.();
+      });
+      res.on('end', () => resolve());
+      res.on('error', reject);
+    });
+    expect(events.map((e) => (JSON.parse(e) as { object: { n: number } }).object.n)).toEqual([1, 2, 3]);
+  });
+
+  test('a client that disconnects mid-response aborts the upstream request', async () => {
+    let upstreamClosed: Promise<boolean> | null = null;
+    custom = (req, res) => {
+      res.writeHead(200);
+      res.write('first');
+      upstreamClosed = new Promise((resolve) => res.on('close', () => resolve(!res.writableFinished)));
+    };
+    const res = await proxyRequest(stack, 'GET', '/custom/forever');
+    await new Promise((r) => res.once('data', r));
+    res.destroy();
+    await expect(waitUntil(() => upstreamClosed)).resolves.toBe(true);
+  });
+
+  test('an upstream that dies mid-response ends the client response with an error, not a hang', async () => {
+    custom = (req, res) => {
+      res.writeHead(200, { 'Content-Length': 1000 });
+      res.write('partial');
+      setTimeout(() => req.socket.destroy(), 20);
+    };
+    const res = await proxyRequest(stack, 'GET', '/custom/dies');
+    await expect(bodyOf(res)).rejects.toThrow();
+  });
+
+  test('bad credentials get a 401 Status and the agent is never contacted', async () => {
+    for (const auth of [null, 'Bearer pat:1:wrong-token', 'Bearer pat:x:y', 'Basic Zm9vOmJhcg==', `Bearer ${stack.agentToken}`]) {
+      const res = await proxyRequest(stack, 'GET', '/api/v1/secrets', { auth });
+      const status = JSON.parse((await bodyOf(res)).toString()) as { kind: string; code: number; reason: string; message: string };
+      expect(res.statusCode).toBe(401);
+      expect(status).toMatchObject({ kind: 'Status', code: 401, reason: 'Unauthorized' });
+      expect(res.headers['content-type']).toBe('application/json');
+    }
+    expect(seen).toEqual([]);
+    expect(stack.kasLogs.text).not.toContain(stack.proxyToken);
+    expect(stack.kasLogs.text).not.toContain('wrong-token');
+  });
+
+  test('an agent that is not connected gets a 502 Status after the wait', async () => {
+    const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { agentId: 2 });
+    const status = JSON.parse((await bodyOf(res)).toString()) as { code: number; message: string; kind: string };
+    expect(res.statusCode).toBe(502);
+    expect(status.kind).toBe('Status');
+    expect(status.message).toContain('agent 2 is not connected');
+  }, 30_000);
+
+  test('Connection: Upgrade switches to raw bytes both ways, and each direction closes on its own', async () => {
+    upgradeHandler = (req, socket) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n');
+      const got: Buffer[] = [];
+      socket.on('data', (c: Buffer) => {
+        got.push(c);
+        socket.write(Buffer.concat([Buffer.from('echo:'), c]));
+      });
+      socket.on('end', () => {
+        // The client half-closed; this direction is still open.
+        socket.end(`bye after ${Buffer.concat(got).length} bytes`);
+      });
+    };
+    const url = new URL(stack.proxyUrl);
+    const sock = tls.connect({ host: url.hostname, port: Number(url.port), ca: stack.proxyCa, servername: 'localhost' });
+    await new Promise((r) => sock.once('secureConnect', r));
+    sock.write(`POST /api/v1/namespaces/default/pods/demo/exec?command=sh HTTP/1.1\r\nHost: kas\r\nAuthorization: ${stack.bearer()}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n`);
+    const received: Buffer[] = [];
+    sock.on('data', (c: Buffer) => received.push(c));
+    await waitUntil(() => (Buffer.concat(received).toString().includes('\r\n\r\n') ? true : null));
+    const headText = Buffer.concat(received).toString();
+    expect(headText).toMatch(/^HTTP\/1.1 101 /);
+    expect(headText).toContain('X-Stream-Protocol-Version: v4.channel.k8s.io');
+    sock.write('ping-1');
+    await waitUntil(() => (Buffer.concat(received).toString().includes('echo:ping-1') ? true : null));
+    sock.end();
+    await new Promise((r) => sock.once('end', r));
+    expect(Buffer.concat(received).toString()).toContain('bye after 6 bytes');
+    sock.destroy();
+  });
+
+  test('200 concurrent requests on one agent with one stalled reader: all others complete', async () => {
+    const stalled = await proxyRequest(stack, 'GET', `/api/v1/big?size=${64 * 1024 * 1024}`);
+    stalled.pause();
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const res = await proxyRequest(stack, 'GET', `/api/v1/small?size=${1000 + i}`);
+        return (await bodyOf(res)).length;
+      }),
+    );
+    expect(results).toEqual(Array.from({ length: 200 }, (_, i) => 1000 + i));
+    stalled.destroy();
+  }, 60_000);
+
+  test('liveness, readiness and metrics on the observability listener', async () => {
+    const base = `http://${stack.kas.addresses.observability}`;
+    expect((await fetch(`${base}/liveness`)).status).toBe(200);
+    expect((await fetch(`${base}/readiness`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('kas_connected_agents 1');
+    expect(metrics).toMatch(/kas_proxy_requests_total\{status="2xx",credential="pat"\} \d+/);
+  });
+});
+
+describe('agent connection lifecycle', () => {
+  let upstream: Upstream & { server: http.Server };
+  beforeAll(async () => {
+    upstream = await startUpstream((req, res) => {
+      if (req.url!.startsWith('/hang')) {
+        res.writeHead(200);
+        res.write('started');
+        return;
+      }
+      res.end('ok');
+    });
+  });
+  afterAll(async () => upstream.close());
+
+  test('an agent that disconnects mid-stream fails the client response at once', async () => {
+    const stack = await startStack({ upstream });
+    try {
+      const res = await proxyRequest(stack, 'GET', '/hang');
+      await new Promise((r) => res.once('data', r));
+      const failed = bodyOf(res);
+      // Kill the agent's sessions abruptly (not a drain): the client must see an error, not a hang.
+      for (const c of stack.kas.registry.connections(1)) c.session.close();
+      await expect(failed).rejects.toThrow();
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('a request waiting for an agent is served as soon as the agent connects', async () => {
+    const stack = await startStack({ upstream, startAgent: false });
+    try {
+      const pending = proxyRequest(stack, 'GET', '/ok');
+      await new Promise((r) => setTimeout(r, 100));
+      await stack.startAgent();
+      const res = await pending;
+      expect((await bodyOf(res)).toString()).toBe('ok');
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('agentk keeps a pool of sessions and kas spreads requests over them', async () => {
+    const stack = await startStack({ upstream, agent: { kasConnections: 3 } });
+    try {
+      await stack.waitForAgent(3);
+      const hangs = await Promise.all([0, 1, 2].map(() => proxyRequest(stack, 'GET', '/hang')));
+      const counts = stack.kas.registry.connections(1).map((c) => c.session.streamCount);
+      expect(counts.sort()).toEqual([1, 1, 1]);
+      for (const h of hangs) h.destroy();
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('kas shutdown drains: agentk is told to go away and the in-flight request still completes', async () => {
+    const stack = await startStack({ upstream });
+    try {
+      let finish: (() => void) | null = null;
+      upstream.server.removeAllListeners('request');
+      upstream.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+        res.writeHead(200);
+        res.write('begin;');
+        finish = () => res.end('end');
+      });
+      const res = await proxyRequest(stack, 'GET', '/slow');
+      const body = bodyOf(res);
+      await waitUntil(() => finish);
+      const shutdown = stack.kas.shutdown(10_000);
+      await new Promise((r) => setTimeout(r, 100));
+      finish!();
+      expect((await body).toString()).toBe('begin;end');
+      await shutdown;
+      expect(stack.kas.registry.connectionCount).toBe(0);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+async function waitUntil<T>(get: () => T | null | undefined, timeoutMs = 10_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = get();
+    if (v !== null && v !== undefined) return v instanceof Promise ? ((await v) as T) : v;
+    if (Date.now() - start > timeoutMs) throw new Error('timed out waiting for a condition');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * A whole path on loopback for integration tests: an upstream standing in for the Kubernetes API
+ * server, a real kas (in-process KasApp, TLS on both listeners, port 0) and a real agentk
+ * (in-process) connected to it over wss. Everything binds 127.0.0.1 port 0 and is stopped by
+ * `close()`, also when a test fails.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { createAgentk, type AgentOptions, type Agentk } from '../../src/agent/app.js';
+import { loadApiServerConfig } from '../../src/agent/kubernetes-api/api-server.js';
+import { KasApp } from '../../src/broker/app.js';
+import { validateConfig } from '../../src/broker/configuration/schema.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { generateSelfSignedCertificate, type CertificatePair } from '../../src/shared/tls-cert.js';
+
+/** Collects JSON log lines, so tests can check that nothing secret was logged. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.lines.push(...chunk.toString().split('\n').filter(Boolean));
+    cb();
+  }
+  get text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+export interface Upstream {
+  url: string;
+  ca: string | null;
+  token: string;
+  close(): Promise<void>;
+}
+
+let certPromise: Promise<CertificatePair> | null = null;
+export function testCertificate(): Promise<CertificatePair> {
+  certPromise ??= generateSelfSignedCertificate();
+  return certPromise;
+}
+
+/** An upstream HTTPS server with the given handlers, requiring nothing (the tests check headers). */
+export async function startUpstream(handler: http.RequestListener, onUpgrade?: (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void): Promise<Upstream & { server: https.Server }> {
+  const cert = await testCertificate();
+  const server = https.createServer({ cert: cert.cert, key: cert.key }, handler);
+  if (onUpgrade) server.on('upgrade', onUpgrade);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server,
+    url: `https://127.0.0.1:${port}`,
+    ca: cert.cert,
+    token: 'upstream-token-of-the-agent',
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+export interface StackOptions {
+  upstream: Upstream;
+  /** Extra kas configuration merged over the stack's own (standalone section is the stack's). */
+  kas?: Record<string, unknown>;
+  /** access_as of the proxy token for agent 1. */
+  accessAs?: Record<string, unknown>;
+  agent?: Partial<AgentOptions>;
+  /** Start the agent (default true). */
+  startAgent?: boolean;
+}
+
+export interface Stack {
+  kas: KasApp;
+  agent: Agentk | null;
+  kasLogs: LogCapture;
+  agentLogs: LogCapture;
+  /** https://127.0.0.1:<port> of the Kubernetes API proxy. */
+  proxyUrl: string;
+  proxyCa: string;
+  proxyToken: string;
+  agentToken: string;
+  dir: string;
+  /** `Authorization` header value for agent `id` (1 is connected; 2 is configured but never connects). */
+  bearer(id?: number): string;
+  startAgent(extra?: Partial<AgentOptions>): Promise<Agentk>;
+  waitForAgent(sessions?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const dir = mkdtempSync(join(tmpdir(), 'kas-stack-'));
+  const cert = await testCertificate();
+  const file = (name: string, content: string) => {
+    const p = join(dir, name);
+    writeFileSync(p, content);
+    return p;
+  };
+  const agentToken = 'glagent-test-agent-token-0123456789';
+  const proxyToken = 'proxy-test-token-9876543210';
+  const certFile = file('cert.pem', cert.cert);
+  const keyFile = file('key.pem', cert.key);
+  const base = {
+    agent: {
+      listen: { address: '127.0.0.1:0', certificate_file: certFile, key_file: keyFile },
+      kubernetes_api: { listen: { address: '127.0.0.1:0', certificate_file: certFile, key_file: keyFile } },
+    },
+    observability: { listen: { address: '127.0.0.1:0' } },
+    standalone: {
+      agents: [
+        { id: 1, name: 'agent-one', token_file: file('agent1.token', `${agentToken}\n`) },
+        { id: 2, name: 'agent-two', token_file: file('agent2.token', 'glagent-never-connects\n') },
+      ],
+      proxy_tokens: [{ token_file: file('proxy.token', `${proxyToken}\n`), agents: [1, 2], access_as: options.accessAs ?? { agent: {} } }],
+    },
+  };
+  const config = validateConfig(deepMerge(base, options.kas ?? {}));
+  const kasLogs = new LogCapture();
+  const kas = new KasApp({ config, logger: createLogger({ name: 'kas', level: 'debug', destination: kasLogs }) });
+  await kas.start();
+  const kubeconfig = file(
+    'kubeconfig.yaml',
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: options.upstream.url, ...(options.upstream.ca ? { 'certificate-authority-data': Buffer.from(options.upstream.ca).toString('base64') } : {}) } }],
+      users: [{ name: 'u', user: { token: options.upstream.token } }],
+      contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'ctx',
+    }),
+  );
+  const agentLogs = new LogCapture();
+  const stack: Stack = {
+    kas,
+    agent: null,
+    kasLogs,
+    agentLogs,
+    proxyUrl: `https://${kas.addresses.kubernetes_api}`,
+    proxyCa: cert.cert,
+    proxyToken,
+    agentToken,
+    dir,
+    bearer: (id = 1) => `Bearer pat:${id}:${proxyToken}`,
+    async startAgent(extra = {}) {
+      const agent = createAgentk({
+        kasAddress: `wss://${kas.addresses.agent}/`,
+        token: agentToken,
+        kasCaCert: cert.cert,
+        apiServer: loadApiServerConfig({ kubeconfig }),
+        observabilityListenAddress: '127.0.0.1:0',
+        logger: createLogger({ name: 'agentk', level: 'debug', destination: agentLogs }),
+        defaultMetrics: false,
+        drainGraceMs: 2000,
+        backoff: { baseMs: 50, capMs: 500 },
+        ...options.agent,
+        ...extra,
+      });
+      await agent.start();
+      stack.agent = agent;
+      return agent;
+    },
+    async waitForAgent(sessions = 1) {
+      const start = Date.now();
+      while (kas.registry.connections(1).length < sessions) {
+        if (Date.now() - start > 15_000) throw new Error(`agentk did not connect ${sessions} session(s) to kas within 15 s`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+    async close() {
+      await stack.agent?.stop().catch(() => undefined);
+      await kas.stop().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  if (options.startAgent !== false) {
+    await stack.startAgent();
+    await stack.waitForAgent();
+  }
+  return stack;
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev) ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+/** A request to the proxy over TLS, trusting the test certificate. Resolves once the head arrives. */
+export function proxyRequest(stack: Stack, method: string, path: string, init: { headers?: http.OutgoingHttpHeaders; body?: Buffer | null; agentId?: number; auth?: string | null } = {}): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(path, stack.proxyUrl);
+    const headers: http.OutgoingHttpHeaders = { ...init.headers };
+    if (init.auth !== null) headers.authorization = init.auth ?? stack.bearer(init.agentId ?? 1);
+    // Node's client sends no Content-Length for a GET or DELETE body unless told to.
+    if (init.body && headers['content-length'] === undefined) headers['content-length'] = init.body.length;
+    const req = https.request(url, { method, headers, ca: stack.proxyCa, agent: false }, resolve);
+    req.on('error', reject);
+    req.end(init.body ?? undefined);
+  });
+}
+
+export function bodyOf(res: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks)));
+    res.on('error', reject);
+    res.on('aborted', () => reject(new Error('response aborted')));
+  });
+}
