@@ -149,7 +149,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
 
   test('a client that disconnects mid-response aborts the upstream request', async () => {
     let upstreamClosed: Promise<boolean> | null = null;
-    custom = (req, res) => {
+    custom = (_req, res) => {
       res.writeHead(200);
       res.write('first');
       upstreamClosed = new Promise((resolve) => res.on('close', () => resolve(!res.writableFinished)));
@@ -192,7 +192,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
   }, 30_000);
 
   test('Connection: Upgrade switches to raw bytes both ways, and each direction closes on its own', async () => {
-    upgradeHandler = (req, socket) => {
+    upgradeHandler = (_req, socket) => {
       socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n');
       const got: Buffer[] = [];
       socket.on('data', (c: Buffer) => {
@@ -304,7 +304,7 @@ describe('agent connection lifecycle', () => {
     try {
       let finish: (() => void) | null = null;
       upstream.server.removeAllListeners('request');
-      upstream.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      upstream.server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
         res.writeHead(200);
         res.write('begin;');
         finish = () => res.end('end');
