@@ -16,6 +16,6 @@ export function tokenMatches(presented: string, digest: Buffer): boolean {
 export function readTokenFile(path: string): string {
   const token = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
   if (token.length === 0) throw new Error(`token file ${path} is empty`);
-  if (/[\s\x00-\x1f\x7f]/.test(token)) throw new Error(`token file ${path} contains whitespace or control characters`);
+  if ([...token].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f)) throw new Error(`token file ${path} contains whitespace or control characters`);
   return token;
 }

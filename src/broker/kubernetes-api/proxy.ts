@@ -6,14 +6,13 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { finished, type Duplex } from 'node:stream';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeResponseHead, encodeRequestHead, type HeaderPair, type HttpResponseHead } from '../../protocol/http.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { Session } from '../../protocol/session.js';
-import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import { listenOn, parseListenAddress } from '../../shared/address.js';
 import { kubernetesStatusBody } from '../../shared/k8s-status.js';
 import type { Logger } from '../../shared/logger.js';
 import { readTlsFiles } from '../../shared/tls-files.js';
@@ -80,17 +79,8 @@ export class KubernetesApiProxy {
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.track(this.onUpgrade(req, socket, head)));
     server.on('clientError', (_err, socket) => socket.destroy());
-    const addr = parseListenAddress(config.listen.address)!;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(addr.port, addr.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    this.boundAddress = await listenOn(server, parseListenAddress(config.listen.address)!);
     this.server = server;
-    const a = server.address() as AddressInfo;
-    this.boundAddress = formatAddress(a.address, a.port);
     return this.boundAddress;
   }
 

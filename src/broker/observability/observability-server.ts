@@ -37,9 +37,15 @@ export class ObservabilityServer {
 
   async start(): Promise<string> {
     const addr = parseListenAddress(this.address)!;
-    await this.app.listen({ host: addr.host, port: addr.port });
+    try {
+      // No host means every interface: IPv6 and IPv4 where the machine has IPv6, IPv4 otherwise.
+      await this.app.listen({ host: addr.host ?? '::', port: addr.port });
+    } catch (err) {
+      if (addr.host !== undefined || !['EAFNOSUPPORT', 'EADDRNOTAVAIL'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      await this.app.listen({ host: '0.0.0.0', port: addr.port });
+    }
     const a = this.app.server.address() as AddressInfo;
-    this.boundAddress = formatAddress(a.address, a.port);
+    this.boundAddress = formatAddress(a);
     return this.boundAddress;
   }
 

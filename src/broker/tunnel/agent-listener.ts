@@ -8,14 +8,14 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { TunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import type { BufferBudget } from '../../protocol/flow.js';
 import { Session } from '../../protocol/session.js';
-import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
 import { WsTransport } from '../../shared/ws-transport.js';
 import { bearerToken } from '../auth/bearer.js';
@@ -90,17 +90,8 @@ export class AgentListener {
     });
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     server.on('clientError', (_err, socket) => socket.destroy());
-    const addr = parseListenAddress(listen.address)!;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(addr.port, addr.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    this.boundAddress = await listenOn(server, parseListenAddress(listen.address)!);
     this.server = server;
-    const a = server.address() as AddressInfo;
-    this.boundAddress = formatAddress(a.address, a.port);
     return this.boundAddress;
   }
 

@@ -1,0 +1,126 @@
+/**
+ * agentk as a program: flags in, exit code out. 0 after a clean shutdown (SIGTERM or SIGINT: the
+ * sessions are drained, then everything closes), 1 when agentk cannot run, 2 for bad flags or
+ * configuration (the message names the flag and what was expected). main.ts only calls this.
+ */
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../shared/logger.js';
+import { createAgentk, type Agentk } from './app.js';
+import { AgentConfigError } from './config-error.js';
+import { helpText, parseFlags, readToken, type AgentFlags } from './flags.js';
+import { loadApiServerConfig } from './kubernetes-api/api-server.js';
+import type { AgentOptions } from './app.js';
+
+export interface CliIo {
+  /** Where --help goes. */
+  stdout: NodeJS.WritableStream;
+  /** Where flag errors go. */
+  stderr: NodeJS.WritableStream;
+  /** The log destination (default: stdout). */
+  logDestination?: NodeJS.WritableStream;
+  /** Calls `handler` on each shutdown request; returns a function that stops listening. Default: SIGTERM and SIGINT. */
+  onShutdownSignal?: (handler: (signal: string) => void) => () => void;
+  /** Test hook: receives the agent once it is created. */
+  onAgent?: (agent: Agentk) => void;
+  /** Test hook: overrides options the flags do not reach (backoff, limits). */
+  extraOptions?: Partial<AgentOptions>;
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_BAD_CONFIGURATION = 2;
+
+function processSignals(handler: (signal: string) => void): () => void {
+  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+  for (const s of signals) process.on(s, handler);
+  return () => {
+    for (const s of signals) process.off(s, handler);
+  };
+}
+
+/** Resolves the files and environment the flags name into AgentOptions. Throws AgentConfigError. */
+export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv): Omit<AgentOptions, 'logger'> {
+  const token = readToken(flags, env);
+  let kasCaCert: Buffer | undefined;
+  if (flags.kasCaCertFile !== undefined) {
+    try {
+      kasCaCert = readFileSync(flags.kasCaCertFile);
+    } catch (err) {
+      throw new AgentConfigError('--kas-ca-cert-file', `cannot read ${flags.kasCaCertFile}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!kasCaCert.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) {
+      throw new AgentConfigError('--kas-ca-cert-file', `${flags.kasCaCertFile} holds no PEM certificate`);
+    }
+  }
+  const apiServer = loadApiServerConfig({ kubeconfig: flags.kubeconfig, context: flags.context, env });
+  return {
+    kasAddress: flags.kasAddress,
+    token,
+    kasCaCert,
+    kasHeaders: flags.kasHeaders,
+    kasConnections: flags.kasConnections,
+    observabilityListenAddress: flags.observabilityListenAddress,
+    apiServer,
+    podName: env.POD_NAME,
+    podNamespace: env.POD_NAMESPACE,
+  };
+}
+
+/** Runs agentk until a shutdown signal; returns the exit code. */
+export async function runAgentk(argv: readonly string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  let options: Omit<AgentOptions, 'logger'>;
+  let logLevel: AgentFlags['logLevel'];
+  try {
+    const command = parseFlags(argv);
+    if (command.command === 'help') {
+      io.stdout.write(helpText());
+      return EXIT_OK;
+    }
+    logLevel = command.flags.logLevel;
+    options = agentOptionsFromFlags(command.flags, env);
+  } catch (err) {
+    if (err instanceof AgentConfigError) {
+      io.stderr.write(`agentk: ${err.message}\nRun "agentk --help" for the flags.\n`);
+      return EXIT_BAD_CONFIGURATION;
+    }
+    throw err;
+  }
+
+  const logger = createLogger({ name: 'agentk', level: logLevel, destination: io.logDestination });
+  const flush = () => new Promise<void>((resolve) => logger.flush(() => resolve()));
+
+  // The first signal starts the drain; a second one gives up waiting for it.
+  let requestShutdown!: () => void;
+  let forceExit!: () => void;
+  const shutdown = new Promise<void>((resolve) => (requestShutdown = resolve));
+  const forced = new Promise<number>((resolve) => (forceExit = () => resolve(EXIT_FAILURE)));
+  let signals = 0;
+  const signalled = (signal: string) => {
+    signals++;
+    if (signals === 1) {
+      logger.info({ signal }, 'shutdown requested: draining the connections to kas');
+      requestShutdown();
+    } else {
+      logger.warn({ signal }, 'second shutdown request: exiting without waiting for the drain');
+      forceExit();
+    }
+  };
+  const unregister = (io.onShutdownSignal ?? processSignals)(signalled);
+
+  try {
+    let agent: Agentk;
+    try {
+      agent = createAgentk({ ...options, ...io.extraOptions, logger });
+      io.onAgent?.(agent);
+      await agent.start();
+    } catch (err) {
+      logger.fatal({ err }, 'agentk cannot start');
+      return EXIT_FAILURE;
+    }
+    await shutdown;
+    return await Promise.race([agent.stop().then(() => EXIT_OK), forced]);
+  } finally {
+    unregister();
+    await flush();
+  }
+}

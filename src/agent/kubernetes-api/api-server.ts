@@ -1,0 +1,296 @@
+/**
+ * The one upstream agentk talks to: its own cluster's API server. The configuration comes from the
+ * in-cluster service account (KubeConfig.loadFromCluster) or from a kubeconfig file and context
+ * (outside a cluster); requests go out through node:http(s) with one keep-alive Agent, with the
+ * agent's own credentials. Token files (the projected service account token) are re-read so a
+ * rotated token is picked up.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { isIPv6 } from 'node:net';
+import { dirname, isAbsolute, join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import type { Logger } from '../../shared/logger.js';
+import { AgentConfigError } from '../config-error.js';
+
+export interface ApiServerTls {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  rejectUnauthorized: boolean;
+  servername?: string;
+}
+
+/** How agentk authenticates to its API server. */
+export type ApiServerAuth =
+  | { kind: 'none' }
+  | { kind: 'token'; token: string }
+  /** A file holding a bearer token, re-read at most every `tokenRefreshMs` (the projected service account token). */
+  | { kind: 'token-file'; path: string }
+  | { kind: 'basic'; username: string; password: string }
+  /** Any other kubeconfig mechanism (exec plugins, auth providers): the client library applies it. */
+  | { kind: 'kubeconfig'; kubeConfig: KubeConfig };
+
+export interface ApiServerConfig {
+  /** Base URL; a path in it (a proxy's prefix) is kept in front of every request path. */
+  url: URL;
+  tls: ApiServerTls;
+  auth: ApiServerAuth;
+  /** Where the configuration came from, for logs: "in-cluster" or "kubeconfig <file> context <name>". */
+  source: string;
+}
+
+/**
+ * Loads the API server configuration: from `kubeconfig` (and `context`, else its current context)
+ * when given, else from the in-cluster service account. Throws AgentConfigError naming the flag.
+ */
+export function loadApiServerConfig(options: { kubeconfig?: string; context?: string; env?: NodeJS.ProcessEnv }): ApiServerConfig {
+  const env = options.env ?? process.env;
+  const kc = new KubeConfig();
+  let source: string;
+  let rawUserTokenFile: string | undefined;
+  if (options.kubeconfig !== undefined) {
+    let tokenFiles: Map<string, string>;
+    try {
+      tokenFiles = loadKubeconfig(kc, options.kubeconfig);
+    } catch (err) {
+      throw new AgentConfigError('--kubeconfig', `cannot load ${options.kubeconfig}: ${(err as Error).message}`, { cause: err });
+    }
+    if (options.context !== undefined) {
+      if (!kc.getContextObject(options.context)) {
+        const known = kc.getContexts().map((c) => c.name);
+        throw new AgentConfigError('--context', `no context ${JSON.stringify(options.context)} in ${options.kubeconfig} (it has ${known.length ? known.join(', ') : 'none'})`);
+      }
+      kc.setCurrentContext(options.context);
+    }
+    const current = kc.getContextObject(kc.getCurrentContext());
+    if (!current) throw new AgentConfigError('--context', `${options.kubeconfig} has no current context; name one with --context`);
+    source = `kubeconfig ${options.kubeconfig} context ${current.name}`;
+    rawUserTokenFile = tokenFiles.get(current.user);
+  } else {
+    if (!env.KUBERNETES_SERVICE_HOST || !env.KUBERNETES_SERVICE_PORT) {
+      throw new AgentConfigError('--kubeconfig', 'not running in a cluster (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set): pass a kubeconfig file');
+    }
+    kc.loadFromCluster();
+    source = 'in-cluster';
+  }
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new AgentConfigError('--context', `the context ${JSON.stringify(kc.getCurrentContext())} names no cluster`);
+  let url: URL;
+  try {
+    url = new URL(cluster.server);
+  } catch {
+    throw new AgentConfigError(options.kubeconfig ? '--kubeconfig' : 'KUBERNETES_SERVICE_HOST', `the API server address ${JSON.stringify(cluster.server)} is not a URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new AgentConfigError('--kubeconfig', `the API server address must be http:// or https://, got ${JSON.stringify(cluster.server)}`);
+  }
+  const user = kc.getCurrentUser();
+  const key = options.kubeconfig ? '--kubeconfig' : 'in-cluster service account';
+  const tls: ApiServerTls = { rejectUnauthorized: !cluster.skipTLSVerify };
+  const ca = readPem(key, 'CA certificate', cluster.caFile, cluster.caData);
+  if (ca) tls.ca = ca;
+  if (cluster.tlsServerName) tls.servername = cluster.tlsServerName;
+  const cert = readPem(key, 'client certificate', user?.certFile, user?.certData);
+  const clientKey = readPem(key, 'client key', user?.keyFile, user?.keyData);
+  if (cert) tls.cert = cert;
+  if (clientKey) tls.key = clientKey;
+
+  let auth: ApiServerAuth = { kind: 'none' };
+  const providerTokenFile = (user?.authProvider as { config?: { tokenFile?: unknown } } | undefined)?.config?.tokenFile;
+  if (typeof providerTokenFile === 'string' && providerTokenFile !== '') {
+    auth = { kind: 'token-file', path: providerTokenFile };
+  } else if (rawUserTokenFile) {
+    auth = { kind: 'token-file', path: rawUserTokenFile };
+  } else if (user?.token) {
+    auth = { kind: 'token', token: user.token.trim() };
+  } else if (user?.username) {
+    auth = { kind: 'basic', username: user.username, password: user.password ?? '' };
+  } else if (user?.exec || user?.authProvider) {
+    auth = { kind: 'kubeconfig', kubeConfig: kc };
+  }
+  return { url, tls, auth, source };
+}
+
+function readPem(key: string, what: string, file: string | undefined | null, data: string | undefined | null): Buffer | undefined {
+  try {
+    if (file) return readFileSync(file);
+    if (data) return Buffer.from(data, 'base64');
+  } catch (err) {
+    throw new AgentConfigError(key, `cannot read the ${what} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return undefined;
+}
+
+/**
+ * Loads a kubeconfig file into `kc` and returns the `token-file` of each user, made absolute
+ * against the file's folder. The client library would read every user's token file once, at load
+ * and relative to the working directory; agentk re-reads the current user's instead.
+ */
+function loadKubeconfig(kc: KubeConfig, file: string): Map<string, string> {
+  const doc = parseYaml(readFileSync(file, 'utf8')) as { users?: unknown } | null;
+  if (typeof doc !== 'object' || doc === null) throw new Error('not a kubeconfig (expected a YAML map)');
+  const tokenFiles = new Map<string, string>();
+  if (Array.isArray(doc.users)) {
+    for (const entry of doc.users as Array<{ name?: unknown; user?: Record<string, unknown> } | null>) {
+      const path = entry?.user?.['token-file'];
+      if (typeof entry?.name === 'string' && typeof path === 'string' && path !== '') {
+        tokenFiles.set(entry.name, isAbsolute(path) ? path : join(dirname(file), path));
+      }
+      if (entry?.user) delete entry.user['token-file'];
+    }
+  }
+  kc.loadFromString(stringifyYaml(doc));
+  kc.makePathsAbsolute(dirname(file));
+  return tokenFiles;
+}
+
+/**
+ * The Authorization header of agentk's requests. Token files are read at most every
+ * `refreshMs` (concurrent callers share one read); a failed re-read keeps the last good token.
+ */
+export class ApiServerCredentials {
+  private readonly auth: ApiServerAuth;
+  private readonly refreshMs: number;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private cached: { value: string | null; readAt: number } | null = null;
+  private reading: Promise<string | null> | null = null;
+
+  constructor(auth: ApiServerAuth, options: { refreshMs?: number; logger: Logger; now?: () => number }) {
+    this.auth = auth;
+    this.refreshMs = options.refreshMs ?? 60_000;
+    this.logger = options.logger;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The header value, or null when the agent sends no credentials. */
+  async authorization(): Promise<string | null> {
+    const auth = this.auth;
+    switch (auth.kind) {
+      case 'none':
+        return null;
+      case 'token':
+        return `Bearer ${auth.token}`;
+      case 'basic':
+        return `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`;
+      case 'token-file':
+        return this.tokenFromFile(auth.path);
+      case 'kubeconfig': {
+        const opts: https.RequestOptions = { headers: {} };
+        await auth.kubeConfig.applyToHTTPSOptions(opts);
+        const value = (opts.headers as Record<string, unknown>).Authorization;
+        return typeof value === 'string' ? value : null;
+      }
+    }
+  }
+
+  private async tokenFromFile(path: string): Promise<string | null> {
+    if (this.cached && this.now() - this.cached.readAt < this.refreshMs) return this.cached.value;
+    this.reading ??= (async () => {
+      try {
+        const token = (await readFile(path, 'utf8')).trim();
+        this.cached = { value: token === '' ? null : `Bearer ${token}`, readAt: this.now() };
+      } catch (err) {
+        this.logger.warn({ err, path }, 'cannot read the API server token file; keeping the last token');
+        this.cached = { value: this.cached?.value ?? null, readAt: this.now() };
+      } finally {
+        this.reading = null;
+      }
+      return this.cached.value;
+    })();
+    return this.reading;
+  }
+}
+
+/**
+ * Makes requests to the API server. Owns one keep-alive Agent; `close()` destroys its sockets.
+ * Safe to use from any number of concurrent requests.
+ */
+export class ApiServerClient {
+  readonly url: URL;
+  private readonly basePath: string;
+  private readonly agent: http.Agent;
+  private readonly secure: boolean;
+  private readonly credentials: ApiServerCredentials;
+
+  constructor(config: ApiServerConfig, options: { logger: Logger; tokenRefreshMs?: number }) {
+    this.url = config.url;
+    this.basePath = config.url.pathname.replace(/\/+$/, '');
+    this.secure = config.url.protocol === 'https:';
+    const tls = config.tls;
+    this.agent = this.secure
+      ? new https.Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized, servername: tls.servername })
+      : new http.Agent({ keepAlive: true });
+    this.credentials = new ApiServerCredentials(config.auth, { logger: options.logger, refreshMs: options.tokenRefreshMs });
+  }
+
+  /**
+   * Request options for `path` (origin-form, already validated to start with a single "/"): always
+   * this API server's scheme, host and port, the base path in front, the agent's own credentials.
+   * `headers` are the pairs to send besides Host and Authorization.
+   */
+  async requestOptions(method: string, path: string, headers: readonly string[]): Promise<http.RequestOptions> {
+    if (!path.startsWith('/') || path.startsWith('//')) throw new Error(`refusing a request path that is not origin-form: ${JSON.stringify(path)}`);
+    const flat = ['Host', this.url.host, ...headers];
+    const authorization = await this.credentials.authorization();
+    if (authorization) flat.push('Authorization', authorization);
+    const hostname = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
+    return {
+      protocol: this.url.protocol,
+      hostname,
+      family: isIPv6(hostname) ? 6 : undefined,
+      port: this.url.port || (this.secure ? 443 : 80),
+      method,
+      path: this.basePath + path,
+      headers: flat as unknown as http.OutgoingHttpHeaders,
+      agent: this.agent,
+      setHost: false,
+    };
+  }
+
+  /** Starts a request; the caller writes the body and handles every event. Throws on invalid headers. */
+  request(options: http.RequestOptions): http.ClientRequest {
+    return this.secure ? https.request(options) : http.request(options);
+  }
+
+  /** The API server's gitVersion (GET /version), or '' when it cannot be had within `timeoutMs`. */
+  async version(timeoutMs = 5000): Promise<string> {
+    try {
+      const options = await this.requestOptions('GET', '/version', ['Accept', 'application/json']);
+      return await new Promise<string>((resolve) => {
+        const req = this.request({ ...options, timeout: timeoutMs });
+        req.on('timeout', () => req.destroy(new Error('timed out')));
+        req.on('error', () => resolve(''));
+        req.on('response', (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.byteLength;
+            if (size > 64 * 1024) req.destroy(new Error('/version answer too large'));
+            else chunks.push(c);
+          });
+          res.on('error', () => resolve(''));
+          res.on('end', () => {
+            try {
+              const v = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { gitVersion?: unknown }).gitVersion;
+              resolve(res.statusCode === 200 && typeof v === 'string' ? v : '');
+            } catch {
+              resolve('');
+            }
+          });
+        });
+        req.end();
+      });
+    } catch {
+      return '';
+    }
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * Serves `http` streams: one stream is one request to this cluster's API server. The request head
+ * is validated, the client's credentials and hop-by-hop headers are dropped, kas's impersonation is
+ * applied, and the request goes to the API server and nowhere else. Bodies stream both ways with
+ * backpressure (pipe), never buffered whole. After a 101 the stream carries raw bytes both ways
+ * (exec, attach, port-forward), each direction ending on its own.
+ *
+ * Ownership: the proxy owns the upstream request and socket of each stream and destroys them when
+ * the stream fails or closes early, and on `close()`. The tunnel stream belongs to the session;
+ * the proxy only replies, writes, ends or resets it.
+ */
+import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { decodeRequestHead, encodeResponseHead, type HttpRequestHead } from '../../protocol/http.js';
+import type { TunnelStream } from '../../protocol/stream.js';
+import type { Logger } from '../../shared/logger.js';
+import type { AgentMetrics, StreamOutcome } from '../observability/metrics.js';
+import type { ApiServerClient } from './api-server.js';
+import { flatten, hasImpersonationHeaders, headerValue, isUpgradeRequest, responseHeaders, upstreamRequestHeaders } from './headers.js';
+import { statusReply } from './status.js';
+
+/** Methods whose requests carry no body unless they say so with Content-Length (node:http's view too). */
+const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD']);
+
+/** Path segments "." and "..", also percent-encoded: Kubernetes names never are one. */
+const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
+
+export class KubernetesApiProxy {
+  private readonly client: ApiServerClient;
+  private readonly metrics: AgentMetrics;
+  private readonly active = new Set<Exchange>();
+
+  constructor(client: ApiServerClient, metrics: AgentMetrics) {
+    this.client = client;
+    this.metrics = metrics;
+  }
+
+  /** Requests in flight. */
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  /** Serves one `http` stream. Never throws; every failure becomes a Status reply or a coded reset. */
+  handle(stream: TunnelStream, logger: Logger): void {
+    const log = logger.child({ streamId: stream.id });
+    const exchange = new Exchange(stream, this.client, this.metrics, log, () => this.active.delete(exchange));
+    this.active.add(exchange);
+    exchange.run().catch((err: unknown) => {
+      log.error({ err }, 'unexpected failure serving a Kubernetes API request');
+      exchange.abort('INTERNAL');
+    });
+  }
+
+  /** Aborts every request in flight (their streams are reset) and closes idle upstream connections. */
+  close(): void {
+    for (const e of [...this.active]) e.abort('GOING_AWAY');
+    this.client.close();
+  }
+}
+
+type Phase = 'starting' | 'waiting' | 'responding' | 'upgraded' | 'done';
+
+/** One request: its stream, its upstream request, and what has happened so far. */
+class Exchange {
+  private phase: Phase = 'starting';
+  private req: ClientRequest | null = null;
+  private res: IncomingMessage | null = null;
+  private socket: Socket | null = null;
+  private settled = false;
+  private head: HttpRequestHead | null = null;
+  private upgrade = false;
+
+  constructor(
+    private readonly stream: TunnelStream,
+    private readonly client: ApiServerClient,
+    private readonly metrics: AgentMetrics,
+    private readonly log: Logger,
+    private readonly onDone: () => void,
+  ) {}
+
+  async run(): Promise<void> {
+    const stream = this.stream;
+    stream.once('close', () => this.onStreamClose());
+    let head: HttpRequestHead;
+    try {
+      head = decodeRequestHead(stream.peerHead ?? {});
+    } catch (err) {
+      return this.refuse(400, (err as Error).message, 'bad_request');
+    }
+    this.head = head;
+    if (head.method === 'CONNECT') return this.refuse(405, 'the CONNECT method is not supported', 'bad_request');
+    const pathOnly = head.path.split('?', 1)[0]!;
+    if (DOT_SEGMENT.test(pathOnly)) return this.refuse(400, 'invalid HTTP head: path must not contain "." or ".." segments', 'bad_request');
+    if (head.impersonate && hasImpersonationHeaders(head.headers)) {
+      return this.refuse(403, 'nested impersonation is not allowed: the request carries Impersonate-* headers and the agent already impersonates an identity for it', 'forbidden');
+    }
+    const upgrade = isUpgradeRequest(head.headers);
+    this.upgrade = upgrade;
+    const headers = upstreamRequestHeaders(head.headers, head.impersonate, upgrade);
+    const hasLength = headerValue(headers, 'content-length') !== undefined;
+    const body: 'none' | 'stream' = upgrade || (!hasLength && BODYLESS_BY_DEFAULT.has(head.method)) ? 'none' : 'stream';
+    // A body of unknown length goes chunked; node:http would send it unframed for some methods (DELETE).
+    if (body === 'stream' && !hasLength) headers.push(['Transfer-Encoding', 'chunked']);
+
+    let options;
+    try {
+      options = await this.client.requestOptions(head.method, head.path, flatten(headers));
+    } catch (err) {
+      return this.refuse(502, `cannot prepare the request to the Kubernetes API server: ${(err as Error).message}`, 'upstream_unavailable');
+    }
+    if (this.phase !== 'starting') return;
+    let req: ClientRequest;
+    try {
+      req = this.client.request(options);
+    } catch (err) {
+      return this.refuse(400, `invalid request: ${(err as Error).message}`, 'bad_request');
+    }
+    this.req = req;
+    this.phase = 'waiting';
+    req.on('error', (err) => this.onUpstreamError(err));
+    req.on('response', (res) => this.onResponse(res));
+    if (upgrade) {
+      req.on('upgrade', (res, socket, upgradeHead) => this.onUpgrade(res, socket, upgradeHead));
+      req.end();
+    } else if (body === 'none') {
+      req.end();
+      this.discardRequestBody();
+    } else {
+      stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
+      stream.pipe(req);
+    }
+  }
+
+  private onResponse(res: IncomingMessage): void {
+    if (this.phase !== 'waiting') {
+      res.destroy();
+      return;
+    }
+    this.res = res;
+    this.phase = 'responding';
+    const stream = this.stream;
+    const status = res.statusCode ?? 502;
+    try {
+      stream.reply(encodeResponseHead({ status, headers: responseHeaders(res.rawHeaders, false) }));
+    } catch (err) {
+      res.destroy();
+      this.req?.destroy();
+      return this.refuse(502, `the Kubernetes API server's response cannot be relayed: ${(err as Error).message}`, 'upstream_unavailable');
+    }
+    this.log.debug({ method: this.head?.method, path: this.head?.path, status }, 'relaying response');
+    // A refused upgrade: the client sends nothing more that the API server would read.
+    if (this.upgrade) this.discardRequestBody();
+    res.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
+    res.on('error', (err) => this.onUpstreamError(err));
+    res.on('close', () => {
+      if (!res.complete) this.onUpstreamError(new Error('the API server closed the connection before the response was complete'));
+    });
+    stream.once('finish', () => this.settle('ok'));
+    res.pipe(stream);
+  }
+
+  private onUpgrade(res: IncomingMessage, socket: Socket, upgradeHead: Buffer): void {
+    const stream = this.stream;
+    if (this.phase !== 'waiting') {
+      socket.destroy();
+      return;
+    }
+    this.phase = 'upgraded';
+    this.socket = socket;
+    try {
+      stream.reply(encodeResponseHead({ status: res.statusCode ?? 101, headers: responseHeaders(res.rawHeaders, true) }));
+    } catch (err) {
+      socket.destroy();
+      return this.refuse(502, `the Kubernetes API server's upgrade response cannot be relayed: ${(err as Error).message}`, 'upstream_unavailable');
+    }
+    this.log.debug({ method: this.head?.method, path: this.head?.path, upgrade: headerValue(this.head?.headers ?? [], 'upgrade') }, 'connection upgraded');
+    // Each direction ends on its own: the API server's FIN must not end what the client still sends.
+    socket.allowHalfOpen = true;
+    socket.setNoDelay(true);
+    socket.on('error', (err) => this.onUpstreamError(err));
+    socket.on('close', () => {
+      if (!stream.writableEnded) this.onUpstreamError(new Error('the API server closed the upgraded connection'));
+      else if (!stream.destroyed && !stream.readableEnded) stream.reset('UPSTREAM_ERROR', 'the API server closed the upgraded connection');
+    });
+    socket.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
+    stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
+    if (upgradeHead.byteLength > 0) {
+      this.metrics.bytesRelayed.inc({ direction: 'response' }, upgradeHead.byteLength);
+      stream.write(upgradeHead);
+    }
+    socket.pipe(stream);
+    stream.pipe(socket);
+  }
+
+  private onUpstreamError(err: Error): void {
+    if (this.settled) return;
+    switch (this.phase) {
+      case 'waiting':
+        this.log.warn({ err: err.message, method: this.head?.method, path: this.head?.path }, 'the Kubernetes API server could not be reached');
+        return this.refuse(502, `failed to reach the Kubernetes API server: ${err.message}`, 'upstream_unavailable');
+      case 'responding':
+      case 'upgraded':
+        this.log.warn({ err: err.message, method: this.head?.method, path: this.head?.path }, 'the Kubernetes API server connection failed mid-response');
+        this.settle('upstream_error');
+        this.stream.reset('UPSTREAM_ERROR', `Kubernetes API server: ${err.message}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The stream closed: cleanly (both directions ended) or because kas reset it or the session died. */
+  private onStreamClose(): void {
+    const s = this.stream;
+    const clean = s.readableEnded && s.writableFinished && !s.errored;
+    if (this.phase === 'upgraded' && clean) this.settle('upgraded');
+    else if (!clean && !this.settled) {
+      this.log.debug({ err: (s.errored as Error | null)?.message }, 'stream closed before the response completed: aborting the upstream request');
+      this.settle('cancelled');
+    }
+    this.teardown(!clean);
+  }
+
+  private teardown(destroyUpstream: boolean): void {
+    this.phase = 'done';
+    if (destroyUpstream) {
+      this.req?.destroy();
+      this.res?.destroy();
+      this.socket?.destroy();
+    }
+    this.onDone();
+  }
+
+  /** Fails the stream with a coded reset (used on shutdown and unexpected failures). */
+  abort(code: 'GOING_AWAY' | 'INTERNAL'): void {
+    this.settle(code === 'GOING_AWAY' ? 'cancelled' : 'upstream_error');
+    this.stream.reset(code, code === 'GOING_AWAY' ? 'agentk is shutting down' : 'agentk failed to serve the request');
+    this.teardown(true);
+  }
+
+  /** Answers with a Status of agentk's own and ends the stream; whatever the client still sends is discarded. */
+  private refuse(code: number, message: string, outcome: StreamOutcome): void {
+    const stream = this.stream;
+    this.settle(outcome);
+    this.phase = 'done';
+    if (stream.destroyed) return;
+    const { head, body } = statusReply(code, message);
+    try {
+      stream.reply(head, { data: body, end: true });
+    } catch {
+      // The head was already sent (an upstream failure after the reply could not be framed): reset instead.
+      stream.reset('UPSTREAM_ERROR', message);
+      return;
+    }
+    this.discardRequestBody();
+    if (code >= 500) this.req?.destroy();
+  }
+
+  private discardRequestBody(): void {
+    const stream = this.stream;
+    if (stream.readableEnded || stream.destroyed) return;
+    stream.unpipe();
+    stream.resume();
+  }
+
+  private settle(outcome: StreamOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.metrics.streamsServed.inc({ outcome });
+  }
+}

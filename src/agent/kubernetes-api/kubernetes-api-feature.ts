@@ -1,0 +1,49 @@
+/**
+ * The Kubernetes API proxy, agent half: serves `http` streams against this cluster's API server.
+ * At start it asks the API server for its version (best effort) for the handshake.
+ */
+import { HTTP_STREAM } from '../../protocol/http.js';
+import type { Logger } from '../../shared/logger.js';
+import type { Feature } from '../feature.js';
+import type { AgentMetrics } from '../observability/metrics.js';
+import type { StreamHandlers } from '../tunnel/stream-handlers.js';
+import { ApiServerClient, type ApiServerConfig } from './api-server.js';
+import { KubernetesApiProxy } from './http-proxy.js';
+
+export interface KubernetesApiOptions {
+  apiServer: ApiServerConfig;
+  handlers: StreamHandlers;
+  metrics: AgentMetrics;
+  logger: Logger;
+  /** How often a token file is re-read at most, ms (default 60 s). */
+  tokenRefreshMs?: number;
+  /** Deadline of the GET /version at start, ms. */
+  versionTimeoutMs?: number;
+}
+
+export class KubernetesApiFeature implements Feature {
+  readonly name = 'kubernetes-api';
+  /** The API server's gitVersion, '' until known or when it could not be had. */
+  kubernetesVersion = '';
+  private readonly options: KubernetesApiOptions;
+  private readonly client: ApiServerClient;
+  private readonly proxy: KubernetesApiProxy;
+
+  constructor(options: KubernetesApiOptions) {
+    this.options = options;
+    this.client = new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs });
+    this.proxy = new KubernetesApiProxy(this.client, options.metrics);
+    options.handlers.register(HTTP_STREAM, (stream, logger) => this.proxy.handle(stream, logger));
+  }
+
+  async start(): Promise<void> {
+    const { apiServer, logger } = this.options;
+    this.kubernetesVersion = await this.client.version(this.options.versionTimeoutMs ?? 5000);
+    if (this.kubernetesVersion) logger.info({ apiServer: apiServer.url.origin, source: apiServer.source, kubernetesVersion: this.kubernetesVersion }, 'Kubernetes API server found');
+    else logger.warn({ apiServer: apiServer.url.origin, source: apiServer.source }, 'the Kubernetes API server did not tell its version; serving requests anyway');
+  }
+
+  async stop(): Promise<void> {
+    this.proxy.close();
+  }
+}

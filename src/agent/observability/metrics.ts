@@ -1,0 +1,29 @@
+/**
+ * agentk's Prometheus metrics, in a registry of its own (several agents may run in one test
+ * process). docs/agentk.md lists them; the names are part of the product.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** How a proxied request ended. */
+export type StreamOutcome = 'ok' | 'upgraded' | 'bad_request' | 'forbidden' | 'upstream_unavailable' | 'upstream_error' | 'cancelled' | 'unknown_type';
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  /** Sessions to kas that completed the handshake and are not draining. */
+  readonly sessions: Gauge;
+  /** Attempts to connect to kas, by result: ok, unauthorized, refused (other HTTP answer), error. */
+  readonly connectAttempts: Counter<'result'>;
+  /** Streams served, by outcome. */
+  readonly streamsServed: Counter<'outcome'>;
+  /** Body and raw bytes relayed by the Kubernetes API proxy: request (to the API server) and response. */
+  readonly bytesRelayed: Counter<'direction'>;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    this.sessions = new Gauge({ name: 'agentk_tunnel_sessions', help: 'Sessions to kas that are open (handshake done, not draining).', registers });
+    this.connectAttempts = new Counter({ name: 'agentk_tunnel_connect_attempts_total', help: 'Attempts to connect to kas, by result (ok, unauthorized, refused, error).', labelNames: ['result'], registers });
+    this.streamsServed = new Counter({ name: 'agentk_streams_served_total', help: 'Streams served for kas, by outcome.', labelNames: ['outcome'], registers });
+    this.bytesRelayed = new Counter({ name: 'agentk_kubernetes_api_bytes_total', help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).', labelNames: ['direction'], registers });
+  }
+}
