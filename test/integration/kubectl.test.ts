@@ -51,7 +51,7 @@ describe('kubectl through kas and agentk', () => {
     assertStdout(await k.run(['delete', 'configmap', 'through-kas']), 'configmap "through-kas" deleted');
   });
 
-  test.each([
+  test.each<{ name: string; env: Record<string, string> }>([
     { name: 'WebSocket', env: {} },
     { name: 'SPDY/3.1', env: { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } },
   ])('exec over $name, with stdin and the exit code', async ({ env }) => {
