@@ -47,7 +47,9 @@ export const MAX_UINT31 = 0x7fffffff;
 export const MAX_REASON_LENGTH = 1024;
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+// structuredClone: false refuses msgpackr's id/pointer extensions (0x69, 0x70): with them a few KB can
+// name one value a million times (or a cycle), and checking such a head would stall the read loop.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, moreTypes: false, structuredClone: false });
 
 const EMPTY = new Uint8Array(0);
 

@@ -528,6 +528,13 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
       return;
     }
     if (!stream.local && stream.ownHead === null) this.queueReply(stream, {});
+    if (chunk.byteLength === 0) {
+      // Nothing to frame, so the writer would never reach this callback and the stream would stall.
+      this.doneCallbacks.push(done);
+      this.flushCallbacksSoon();
+      this.schedule(stream);
+      return;
+    }
     this.queueOut(stream, chunk, done);
     this.schedule(stream);
   }
@@ -615,7 +622,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     }
     if (stream.gone) return;
     const cleanlyDone = stream.finSent && stream.recvEnded;
-    if (!cleanlyDone && this.stateValue !== 'closed') {
+    // A stream whose OPEN never went out is unknown to the peer, which would take a RESET for it as a
+    // frame for a never-opened id and close the whole session. Its id is simply skipped.
+    const peerKnowsIt = !stream.local || stream.headSent;
+    if (!cleanlyDone && peerKnowsIt && this.stateValue !== 'closed') {
       const code: TunnelErrorCode = err instanceof TunnelError && !err.remote ? err.code : 'CANCELLED';
       this.sendReset(stream.id, code, err?.message ?? 'stream cancelled');
     }

@@ -268,6 +268,32 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       expect(pair.client.rttMs).toBeGreaterThanOrEqual(0);
     });
 
+    test('a stream reset before its OPEN went out does not make the peer close the session', async () => {
+      pair = await makePair();
+      serveEcho(pair.server);
+      await Promise.all([pair.client.ready, pair.server.ready]);
+      // Reset in the same turn as the open: the OPEN is still waiting for the writer.
+      const never = pair.client.openStream({ path: '/never' });
+      const err = errorOf(never);
+      never.reset('CANCELLED', 'changed my mind');
+      expect((await err).code).toBe('CANCELLED');
+      const ok = pair.client.openStream({ path: '/ok' }, { data: Buffer.from('after the reset'), end: true });
+      expect((await readAll(ok)).toString()).toBe('after the reset');
+      expect(pair.client.state).toBe('open');
+      expect(pair.server.state).toBe('open');
+    });
+
+    test('an empty write does not stall the stream: later writes and the end still go through', async () => {
+      pair = await makePair();
+      serveEcho(pair.server);
+      const s = pair.client.openStream({ path: '/empty' });
+      s.write(Buffer.alloc(0));
+      s.write(Buffer.from('after nothing'));
+      s.write(Buffer.alloc(0));
+      s.end();
+      expect((await readAll(s)).toString()).toBe('after nothing');
+    });
+
     test('200 concurrent streams with one stalled reader: all the others complete', async () => {
       pair = await makePair();
       pair.server.on('stream', (s) => s.reply({ status: 200 }, { data: Buffer.alloc(Number(s.peerHead?.size ?? 0), 3), end: true }));

@@ -1,0 +1,742 @@
+/**
+ * A session facing a peer that breaks the rules. The session runs on one end of an in-memory pair;
+ * the other end is driven by hand, frame by frame (or byte by byte). Every mistake of the peer must
+ * end in a coded RESET of one stream (the session goes on) or a coded close of the session, never a
+ * crash, a hang or a silent acceptance.
+ */
+import { jest } from '@jest/globals';
+import { CLOSE_CODE_BASE, TunnelError, wireOf, type TunnelErrorCode } from './errors.js';
+import { FrameKind, decodeFrame, encodeFrame, type Frame, type Head } from './frames.js';
+import { BufferBudget } from './flow.js';
+import { DEFAULT_LIMITS, type SessionLimits } from './limits.js';
+import { createMemoryTransportPair } from './memory-transport.js';
+import { PROTOCOL_VERSION, Session, type SessionOptions, type SessionRole } from './session.js';
+import type { TunnelStream } from './stream.js';
+import { readAll } from './testing/session-suite.js';
+import { RecordingTransport } from './testing/recording-transport.js';
+import type { MessageTransport } from './transport.js';
+
+const WAIT_MS = 5000;
+// Captured before any test fakes the timers, so waits still time out with a message.
+const realSetTimeout = globalThis.setTimeout;
+const realClearTimeout = globalThis.clearTimeout;
+
+function kindName(kind: number): string {
+  return Object.entries(FrameKind).find(([, k]) => k === kind)?.[0] ?? `kind ${kind}`;
+}
+
+function describeFrames(frames: Frame[]): string {
+  return frames.map((f) => ('id' in f ? `${kindName(f.kind)}(${f.id})` : kindName(f.kind))).join(', ') || 'nothing';
+}
+
+/** The far end of the session, played by the test: it sends whatever it likes and records what it gets. */
+class RawPeer {
+  readonly frames: Frame[] = [];
+  readonly undecodable: Uint8Array[] = [];
+  closed: { code: number; reason: string } | null = null;
+  private listeners = new Set<() => void>();
+  private nonce = 1_000_000;
+
+  constructor(readonly transport: MessageTransport, private readonly answerPings: boolean) {
+    transport.start({
+      message: (data) => {
+        let frame: Frame;
+        try {
+          frame = decodeFrame(data);
+        } catch {
+          this.undecodable.push(data);
+          this.notify();
+          return;
+        }
+        this.frames.push(frame);
+        if (frame.kind === FrameKind.PING && this.answerPings) this.send({ kind: FrameKind.PONG, nonce: frame.nonce });
+        this.notify();
+      },
+      drain: () => undefined,
+      closed: (code, reason) => {
+        this.closed = { code, reason };
+        this.notify();
+      },
+    });
+  }
+
+  send(frame: Frame): void {
+    this.transport.send(encodeFrame(frame));
+  }
+
+  sendRaw(bytes: Uint8Array): void {
+    this.transport.send(bytes);
+  }
+
+  private notify(): void {
+    for (const l of [...this.listeners]) l();
+  }
+
+  /** Resolves with check()'s first truthy result, re-checked after every message or close. */
+  until<T>(check: () => T | null | undefined | false, what: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const listener = () => {
+        const v = check();
+        if (v) {
+          cleanup();
+          resolve(v);
+        }
+      };
+      const timer = realSetTimeout(() => {
+        cleanup();
+        const closed = this.closed ? ` The session closed the connection with code ${this.closed.code} (${this.closed.reason}).` : '';
+        reject(new Error(`timed out after ${WAIT_MS} ms waiting for ${what}. The session sent: ${describeFrames(this.frames)}.${closed}`));
+      }, WAIT_MS);
+      const cleanup = () => {
+        realClearTimeout(timer);
+        this.listeners.delete(listener);
+      };
+      this.listeners.add(listener);
+      listener();
+    });
+  }
+
+  frame<F extends Frame>(match: (f: Frame) => f is F, what: string): Promise<F>;
+  frame(match: (f: Frame) => boolean, what: string): Promise<Frame>;
+  frame(match: (f: Frame) => boolean, what: string): Promise<Frame> {
+    return this.until(() => this.frames.find(match), what);
+  }
+
+  resetOf(id: number): Promise<Frame & { kind: typeof FrameKind.RESET }> {
+    return this.frame((f): f is Frame & { kind: typeof FrameKind.RESET } => f.kind === FrameKind.RESET && f.id === id, `a RESET of stream ${id}`);
+  }
+
+  closeCode(): Promise<number> {
+    return this.until(() => this.closed && { code: this.closed.code }, 'the session to close the connection').then((c) => c.code);
+  }
+
+  /** A PING/PONG round trip: once it completes, the session has processed everything sent before. */
+  async roundTrip(): Promise<void> {
+    const nonce = ++this.nonce;
+    this.send({ kind: FrameKind.PING, nonce });
+    await this.frame((f) => f.kind === FrameKind.PONG && f.nonce === nonce, `the PONG of ping ${nonce} (the session seems stuck or closed)`);
+  }
+
+  /** The bytes the session sent on one stream (OPEN/REPLY data and DATA), up to and including its END. */
+  async body(id: number): Promise<Buffer> {
+    await this.frame((f) => (f.kind === FrameKind.DATA || f.kind === FrameKind.REPLY || f.kind === FrameKind.OPEN) && f.id === id && f.fin, `the end of stream ${id}`);
+    const parts: Uint8Array[] = [];
+    for (const f of this.frames) {
+      if ((f.kind === FrameKind.DATA || f.kind === FrameKind.REPLY || f.kind === FrameKind.OPEN) && f.id === id && f.data) parts.push(f.data);
+    }
+    return Buffer.concat(parts);
+  }
+}
+
+interface Harness {
+  role: SessionRole;
+  session: Session;
+  peer: RawPeer;
+  /** The session's side of the pair, recording what it sends and able to inject a burst. */
+  wire: RecordingTransport;
+  /** Resolves with the session's close error once it closed. */
+  closed: Promise<TunnelError | null>;
+  /** Streams the peer opened that the session accepted. */
+  accepted: TunnelStream[];
+  /** The next stream id the peer may open (odd towards a server, even towards a client). */
+  nextPeerId(): number;
+}
+
+const open: Harness[] = [];
+
+afterEach(() => {
+  for (const h of open.splice(0)) {
+    h.session.close();
+    h.peer.transport.close(1000, 'test over');
+  }
+});
+
+function setup(role: SessionRole, options: Partial<SessionOptions> = {}, peer: { answerPings?: boolean } = {}): Harness {
+  const [rawSide, sessionSide] = createMemoryTransportPair();
+  const raw = new RawPeer(rawSide, peer.answerPings ?? true);
+  const wire = new RecordingTransport(sessionSide);
+  const session = new Session(wire, { role, ...options });
+  const closed = new Promise<TunnelError | null>((resolve) => session.once('close', resolve));
+  let next = role === 'server' ? 1 : 2;
+  const h: Harness = { role, session, peer: raw, wire, closed, accepted: [], nextPeerId: () => ((next += 2), next - 2) };
+  open.push(h);
+  return h;
+}
+
+function handshakeBody(limits: Partial<SessionLimits> = {}): Head {
+  return { v: PROTOCOL_VERSION, limits: { ...DEFAULT_LIMITS, ...limits } };
+}
+
+/** A session that completed its handshake with the raw peer and echoes streams whose head says echo. */
+async function connected(role: SessionRole, options: Partial<SessionOptions> = {}, peer: { answerPings?: boolean } = {}): Promise<Harness> {
+  const h = setup(role, options, peer);
+  h.session.on('stream', (s) => {
+    h.accepted.push(s);
+    if (s.peerHead?.echo === true) {
+      s.reply({ status: 200 });
+      s.pipe(s);
+    }
+  });
+  if (role === 'server') {
+    h.peer.send({ kind: FrameKind.HELLO, body: handshakeBody() });
+    await h.peer.frame((f) => f.kind === FrameKind.WELCOME, 'the WELCOME');
+  } else {
+    await h.peer.frame((f) => f.kind === FrameKind.HELLO, 'the HELLO');
+    h.peer.send({ kind: FrameKind.WELCOME, body: handshakeBody() });
+  }
+  await h.session.ready;
+  return h;
+}
+
+async function expectSessionClosedWith(h: Harness, code: TunnelErrorCode): Promise<void> {
+  const err = await h.closed;
+  if (err === null) throw new Error(`the session closed cleanly, but it should have closed with ${code}`);
+  expect(err).toBeInstanceOf(TunnelError);
+  expect(err.code).toBe(code);
+  expect(err.remote).toBe(false);
+  expect(h.session.state).toBe('closed');
+  expect(await h.peer.closeCode()).toBe(CLOSE_CODE_BASE + wireOf(code));
+}
+
+async function expectStreamReset(h: Harness, id: number, code: TunnelErrorCode): Promise<void> {
+  const reset = await h.peer.resetOf(id);
+  expect({ id: reset.id, code: reset.code }).toEqual({ id, code: wireOf(code) });
+  await h.peer.roundTrip();
+  expect(h.session.state).toBe('open');
+}
+
+/** Proves the session still carries streams end to end after whatever the test did to it. */
+async function expectAStreamStillWorks(h: Harness): Promise<void> {
+  const payload = Buffer.from(`still working (${h.role})`);
+  if (h.role === 'server') {
+    const id = h.nextPeerId();
+    h.peer.send({ kind: FrameKind.OPEN, id, head: { echo: true }, data: payload, fin: true });
+    expect((await h.peer.body(id)).toString()).toBe(payload.toString());
+  } else {
+    const s = h.session.openStream({ want: 'echo' }, { data: payload, end: true });
+    const open = await h.peer.frame((f): f is Frame & { kind: typeof FrameKind.OPEN } => f.kind === FrameKind.OPEN && f.id === s.id, `the OPEN of stream ${s.id}`);
+    h.peer.send({ kind: FrameKind.REPLY, id: s.id, head: { status: 200 }, data: open.data, fin: true });
+    expect((await readAll(s)).toString()).toBe(payload.toString());
+  }
+  expect(h.session.state).toBe('open');
+}
+
+/** A stream the peer holds open towards the session: opened by the peer, or by the session and replied to. */
+async function openStreamWithPeer(h: Harness, head: Head = {}): Promise<{ id: number; stream: TunnelStream }> {
+  if (h.role === 'server') {
+    const id = h.nextPeerId();
+    const before = h.accepted.length;
+    h.peer.send({ kind: FrameKind.OPEN, id, head, data: null, fin: false });
+    await h.peer.roundTrip();
+    if (h.accepted.length !== before + 1) throw new Error(`the session did not accept stream ${id}`);
+    return { id, stream: h.accepted[before]! };
+  }
+  const stream = h.session.openStream(head);
+  await h.peer.frame((f) => f.kind === FrameKind.OPEN && f.id === stream.id, `the OPEN of stream ${stream.id}`);
+  h.peer.send({ kind: FrameKind.REPLY, id: stream.id, head: { status: 200 }, data: null, fin: false });
+  await h.peer.roundTrip();
+  return { id: stream.id, stream };
+}
+
+/** A DATA frame from the peer. */
+function peerData(id: number, data: Uint8Array, fin = false): Frame {
+  return { kind: FrameKind.DATA, id, data, fin };
+}
+
+describe('handshake: a server session facing a bad HELLO', () => {
+  test('a HELLO with another protocol version closes the session with UNSUPPORTED_VERSION (close code 4002)', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: { ...handshakeBody(), v: PROTOCOL_VERSION + 1 } });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
+    expect(CLOSE_CODE_BASE + wireOf('UNSUPPORTED_VERSION')).toBe(4002);
+    await expect(h.session.ready).rejects.toMatchObject({ code: 'UNSUPPORTED_VERSION' });
+  });
+
+  test('a HELLO without a version closes the session with UNSUPPORTED_VERSION', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: { limits: { ...DEFAULT_LIMITS } } });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
+  });
+
+  test.each<[string, Frame]>([
+    ['PING', { kind: FrameKind.PING, nonce: 1 }],
+    ['OPEN', { kind: FrameKind.OPEN, id: 1, head: {}, data: null, fin: false }],
+    ['WELCOME (the server\'s own frame)', { kind: FrameKind.WELCOME, body: handshakeBody() }],
+  ])('a first frame that is %s instead of HELLO closes the session with PROTOCOL_ERROR', async (_name, frame) => {
+    const h = setup('server');
+    h.peer.send(frame);
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('a first frame that is not msgpack closes the session with MALFORMED_FRAME', async () => {
+    const h = setup('server');
+    h.peer.sendRaw(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+    await expectSessionClosedWith(h, 'MALFORMED_FRAME');
+  });
+
+  test('a first frame of an unknown kind closes the session with UNKNOWN_FRAME_KIND', async () => {
+    const h = setup('server');
+    h.peer.sendRaw(Buffer.from('920b00', 'hex'));
+    await expectSessionClosedWith(h, 'UNKNOWN_FRAME_KIND');
+  });
+
+  test('a first frame larger than maxHeaderSize closes the session with FRAME_TOO_LARGE before it is decoded', async () => {
+    const h = setup('server', { limits: { maxHeaderSize: 1024 } });
+    h.peer.send({ kind: FrameKind.HELLO, body: { ...handshakeBody(), padding: 'x'.repeat(2000) } });
+    await expectSessionClosedWith(h, 'FRAME_TOO_LARGE');
+  });
+
+  test('no HELLO within handshakeTimeoutMs closes the session with HANDSHAKE_TIMEOUT', async () => {
+    const h = setup('server', { tuning: { handshakeTimeoutMs: 100 } });
+    await expectSessionClosedWith(h, 'HANDSHAKE_TIMEOUT');
+  });
+
+  test.each<[string, unknown]>([
+    ['missing', undefined],
+    ['not a map', [1, 2, 3]],
+    ['with maxFrameSize below the minimum', { ...DEFAULT_LIMITS, maxFrameSize: 100 }],
+    ['with maxFrameSize above the maximum', { ...DEFAULT_LIMITS, maxFrameSize: 2 ** 30 }],
+    ['with zero maxStreams', { ...DEFAULT_LIMITS, maxStreams: 0 }],
+    ['with maxHeaderSize larger than a frame', { ...DEFAULT_LIMITS, maxFrameSize: 4096, maxHeaderSize: 8192 }],
+    ['with initialWindow as a string', { ...DEFAULT_LIMITS, initialWindow: '262144' }],
+    ['with a fractional initialWindow', { ...DEFAULT_LIMITS, initialWindow: 4096.5 }],
+    ['without initialWindow', { maxFrameSize: 4096, maxStreams: 1, maxHeaderSize: 1024 }],
+  ])('HELLO limits %s close the session with PROTOCOL_ERROR', async (_name, limits) => {
+    const h = setup('server');
+    const body: Head = { v: PROTOCOL_VERSION };
+    if (limits !== undefined) body.limits = limits as Head;
+    h.peer.send({ kind: FrameKind.HELLO, body });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('acceptHello refusing the agent closes the session with the refusal\'s code, and sends no WELCOME', async () => {
+    const seen: Head[] = [];
+    const h = setup('server', {
+      acceptHello: (hello) => {
+        seen.push(hello);
+        return new TunnelError('AUTH_REVOKED', 'agent token revoked');
+      },
+    });
+    h.peer.send({ kind: FrameKind.HELLO, body: { ...handshakeBody(), agentVersion: '1.2.3' } });
+    await expectSessionClosedWith(h, 'AUTH_REVOKED');
+    expect(seen).toEqual([expect.objectContaining({ agentVersion: '1.2.3', v: PROTOCOL_VERSION })]);
+    expect(h.peer.frames.filter((f) => f.kind === FrameKind.WELCOME)).toEqual([]);
+  });
+
+  test('acceptHello refusing an agentk that is too old closes with the code it chose (UNSUPPORTED_VERSION)', async () => {
+    const h = setup('server', { acceptHello: () => new TunnelError('UNSUPPORTED_VERSION', 'agentk too old') });
+    h.peer.send({ kind: FrameKind.HELLO, body: handshakeBody() });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
+  });
+});
+
+describe('handshake: a client session facing a bad WELCOME', () => {
+  async function clientAwaitingWelcome(options: Partial<SessionOptions> = {}): Promise<Harness> {
+    const h = setup('client', options);
+    await h.peer.frame((f) => f.kind === FrameKind.HELLO, 'the HELLO');
+    return h;
+  }
+
+  test('the client sends HELLO with the protocol version and its limits first', async () => {
+    const h = await clientAwaitingWelcome({ hello: { agentVersion: '9.9.9' }, limits: { maxStreams: 5 } });
+    expect(h.peer.frames[0]).toEqual({ kind: FrameKind.HELLO, body: { agentVersion: '9.9.9', v: PROTOCOL_VERSION, limits: { ...DEFAULT_LIMITS, maxStreams: 5 } } });
+  });
+
+  test('a WELCOME with another protocol version closes the session with UNSUPPORTED_VERSION (close code 4002)', async () => {
+    const h = await clientAwaitingWelcome();
+    h.peer.send({ kind: FrameKind.WELCOME, body: { ...handshakeBody(), v: 99 } });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
+  });
+
+  test('a HELLO instead of WELCOME closes the session with PROTOCOL_ERROR', async () => {
+    const h = await clientAwaitingWelcome();
+    h.peer.send({ kind: FrameKind.HELLO, body: handshakeBody() });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('a malformed first frame closes the session with MALFORMED_FRAME', async () => {
+    const h = await clientAwaitingWelcome();
+    h.peer.sendRaw(Buffer.from('9202', 'hex'));
+    await expectSessionClosedWith(h, 'MALFORMED_FRAME');
+  });
+
+  test('a WELCOME larger than maxHeaderSize closes the session with FRAME_TOO_LARGE', async () => {
+    const h = await clientAwaitingWelcome({ limits: { maxHeaderSize: 512 } });
+    h.peer.send({ kind: FrameKind.WELCOME, body: { ...handshakeBody(), padding: 'x'.repeat(1000) } });
+    await expectSessionClosedWith(h, 'FRAME_TOO_LARGE');
+  });
+
+  test('a WELCOME with bad limits closes the session with PROTOCOL_ERROR', async () => {
+    const h = await clientAwaitingWelcome();
+    h.peer.send({ kind: FrameKind.WELCOME, body: { v: PROTOCOL_VERSION, limits: { ...DEFAULT_LIMITS, maxStreams: -1 } } });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('no WELCOME within handshakeTimeoutMs closes the session with HANDSHAKE_TIMEOUT', async () => {
+    const h = await clientAwaitingWelcome({ tuning: { handshakeTimeoutMs: 100 } });
+    await expectSessionClosedWith(h, 'HANDSHAKE_TIMEOUT');
+  });
+
+  test('streams opened before the handshake fail with the handshake\'s error code', async () => {
+    const h = await clientAwaitingWelcome();
+    const early = h.session.openStream({ path: '/early' });
+    const failed = new Promise<unknown>((resolve) => early.once('error', resolve));
+    h.peer.send({ kind: FrameKind.WELCOME, body: { ...handshakeBody(), v: 99 } });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
+    expect(await failed).toMatchObject({ code: 'UNSUPPORTED_VERSION' });
+  });
+});
+
+describe.each<SessionRole>(['server', 'client'])('after the handshake, a %s session facing a hostile peer', (role) => {
+  test('an unknown frame kind closes the session with UNKNOWN_FRAME_KIND', async () => {
+    const h = await connected(role);
+    h.peer.sendRaw(Buffer.from('930c0102', 'hex'));
+    await expectSessionClosedWith(h, 'UNKNOWN_FRAME_KIND');
+  });
+
+  test('a malformed frame closes the session with MALFORMED_FRAME', async () => {
+    const h = await connected(role);
+    h.peer.sendRaw(Buffer.from('940501', 'hex'));
+    await expectSessionClosedWith(h, 'MALFORMED_FRAME');
+  });
+
+  test('a frame above maxFrameSize closes the session with FRAME_TOO_LARGE', async () => {
+    const h = await connected(role, { limits: { maxFrameSize: 64 * 1024, maxHeaderSize: 1024 } });
+    const { id } = await openStreamWithPeer(h);
+    const frame = encodeFrame(peerData(id, new Uint8Array(64 * 1024)));
+    expect(frame.byteLength).toBeGreaterThan(64 * 1024);
+    h.peer.sendRaw(frame);
+    await expectSessionClosedWith(h, 'FRAME_TOO_LARGE');
+  });
+
+  test('a second handshake frame closes the session with PROTOCOL_ERROR', async () => {
+    const h = await connected(role);
+    h.peer.send({ kind: role === 'server' ? FrameKind.HELLO : FrameKind.WELCOME, body: handshakeBody() });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('an OPEN with this session\'s own id parity closes the session with PROTOCOL_ERROR', async () => {
+    const h = await connected(role);
+    const wrongParity = role === 'server' ? 2 : 1;
+    h.peer.send({ kind: FrameKind.OPEN, id: wrongParity, head: {}, data: null, fin: false });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('an OPEN that reuses a stream id closes the session with PROTOCOL_ERROR', async () => {
+    const h = await connected(role);
+    const id = h.nextPeerId();
+    h.peer.send({ kind: FrameKind.OPEN, id, head: {}, data: null, fin: false });
+    await h.peer.roundTrip();
+    h.peer.send({ kind: FrameKind.OPEN, id, head: {}, data: null, fin: false });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('an OPEN with an id lower than one already used closes the session with PROTOCOL_ERROR', async () => {
+    const h = await connected(role);
+    const first = h.nextPeerId();
+    const second = h.nextPeerId();
+    h.peer.send({ kind: FrameKind.OPEN, id: second, head: {}, data: null, fin: false });
+    h.peer.send({ kind: FrameKind.OPEN, id: first, head: {}, data: null, fin: false });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test.each<[string, (id: number) => Frame]>([
+    ['DATA', (id) => ({ kind: FrameKind.DATA, id, data: new Uint8Array([1]), fin: false })],
+    ['WINDOW', (id) => ({ kind: FrameKind.WINDOW, id, increment: 100 })],
+    ['RESET', (id) => ({ kind: FrameKind.RESET, id, code: 11, message: 'x' })],
+    ['REPLY', (id) => ({ kind: FrameKind.REPLY, id, head: {}, data: null, fin: false })],
+  ])('%s for a stream id the peer never opened closes the session with PROTOCOL_ERROR', async (_name, make) => {
+    const h = await connected(role);
+    h.peer.send(make(h.nextPeerId()));
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('DATA for an id of this session\'s parity that it never allocated closes the session with PROTOCOL_ERROR', async () => {
+    const h = await connected(role);
+    const ownParity = role === 'server' ? 200 : 201;
+    h.peer.send(peerData(ownParity, new Uint8Array([1])));
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('DATA beyond the granted credit resets only that stream with FLOW_CONTROL; another stream still works end to end', async () => {
+    const initialWindow = 4096;
+    const h = await connected(role, { limits: { initialWindow } });
+    const { id, stream } = await openStreamWithPeer(h);
+    const failure = new Promise<unknown>((resolve) => stream.once('error', resolve));
+    h.peer.send(peerData(id, new Uint8Array(initialWindow + 1)));
+    await expectStreamReset(h, id, 'FLOW_CONTROL');
+    expect(await failure).toMatchObject({ code: 'FLOW_CONTROL', remote: false });
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('DATA that overruns the credit over several frames resets the stream with FLOW_CONTROL', async () => {
+    const initialWindow = 4096;
+    const h = await connected(role, { limits: { initialWindow } });
+    const { id, stream } = await openStreamWithPeer(h);
+    stream.pause();
+    h.peer.send(peerData(id, new Uint8Array(3000)));
+    h.peer.send(peerData(id, new Uint8Array(1096)));
+    await h.peer.roundTrip();
+    expect(h.peer.frames.some((f) => f.kind === FrameKind.RESET)).toBe(false);
+    h.peer.send(peerData(id, new Uint8Array(1)));
+    await expectStreamReset(h, id, 'FLOW_CONTROL');
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('a WINDOW that would raise the credit beyond 2^31-1 resets the stream with FLOW_CONTROL', async () => {
+    const h = await connected(role);
+    const { id } = await openStreamWithPeer(h);
+    h.peer.send({ kind: FrameKind.WINDOW, id, increment: 0x7fffffff });
+    await expectStreamReset(h, id, 'FLOW_CONTROL');
+    await expectAStreamStillWorks(h);
+  });
+
+  test('DATA after the peer ended its direction resets the stream with STREAM_CLOSED', async () => {
+    const h = await connected(role);
+    const { id } = await openStreamWithPeer(h);
+    h.peer.send(peerData(id, new Uint8Array([1]), true));
+    await h.peer.roundTrip();
+    h.peer.send(peerData(id, new Uint8Array([2])));
+    await expectStreamReset(h, id, 'STREAM_CLOSED');
+    await expectAStreamStillWorks(h);
+  });
+
+  test('frames for a stream the session reset are ignored: no close, no reply', async () => {
+    const h = await connected(role);
+    const { id, stream } = await openStreamWithPeer(h);
+    stream.reset('CANCELLED', 'user went away');
+    await h.peer.resetOf(id);
+    // The peer had these in flight before it saw the RESET.
+    h.peer.send(peerData(id, new Uint8Array(100)));
+    h.peer.send({ kind: FrameKind.WINDOW, id, increment: 1000 });
+    h.peer.send(peerData(id, new Uint8Array(0), true));
+    h.peer.send({ kind: FrameKind.RESET, id, code: wireOf('CANCELLED'), message: 'crossed' });
+    await h.peer.roundTrip();
+    expect(h.session.state).toBe('open');
+    expect(h.peer.frames.filter((f) => f.kind === FrameKind.RESET)).toHaveLength(1);
+    expect(h.session.streamCount).toBe(0);
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('frames for a stream the peer itself reset are ignored: no close', async () => {
+    const h = await connected(role);
+    const { id, stream } = await openStreamWithPeer(h);
+    const failure = new Promise<unknown>((resolve) => stream.once('error', resolve));
+    h.peer.send({ kind: FrameKind.RESET, id, code: wireOf('UPSTREAM_ERROR'), message: 'refused' });
+    expect(await failure).toMatchObject({ code: 'UPSTREAM_ERROR', remote: true });
+    h.peer.send(peerData(id, new Uint8Array(10)));
+    h.peer.send({ kind: FrameKind.WINDOW, id, increment: 10 });
+    await h.peer.roundTrip();
+    expect(h.session.state).toBe('open');
+    expect(h.peer.frames.filter((f) => f.kind === FrameKind.RESET)).toEqual([]);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('a flood of PINGs, one message each, is answered at most once per ping and the session goes on', async () => {
+    const h = await connected(role);
+    const first = 5_000_000;
+    const count = 10_000;
+    for (let i = 0; i < count; i++) h.peer.send({ kind: FrameKind.PING, nonce: first + i });
+    await h.peer.frame((f) => f.kind === FrameKind.PONG && f.nonce === first + count - 1, 'the PONG of the last ping');
+    const pongs = h.peer.frames.filter((f) => f.kind === FrameKind.PONG && f.nonce >= first);
+    expect(pongs.length).toBeLessThanOrEqual(count);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('a burst of PINGs arriving at once is answered with one PONG for the latest, not one per ping', async () => {
+    const h = await connected(role);
+    const first = 7_000_000;
+    const count = 10_000;
+    const sentBefore = h.wire.sent.length;
+    h.wire.inject(...Array.from({ length: count }, (_, i) => encodeFrame({ kind: FrameKind.PING, nonce: first + i })));
+    await h.peer.roundTrip();
+    const pongs = h.wire.sent.slice(sentBefore).filter((f) => f.kind === FrameKind.PONG && f.nonce >= first);
+    expect(pongs.length).toBeGreaterThanOrEqual(1);
+    expect(pongs.length).toBeLessThanOrEqual(2);
+    expect(pongs[pongs.length - 1]).toEqual({ kind: FrameKind.PONG, nonce: first + count - 1 });
+    expect(h.session.state).toBe('open');
+  });
+
+  test('a RESET from the peer carrying an unknown code fails the stream with UNKNOWN_ERROR, and the session goes on', async () => {
+    const h = await connected(role);
+    const { id, stream } = await openStreamWithPeer(h);
+    const failure = new Promise<unknown>((resolve) => stream.once('error', resolve));
+    h.peer.send({ kind: FrameKind.RESET, id, code: 9999, message: 'from the future' });
+    expect(await failure).toMatchObject({ code: 'UNKNOWN_ERROR', remote: true });
+    await expectAStreamStillWorks(h);
+  });
+});
+
+describe('after the handshake, a server session facing a hostile agent', () => {
+  test('an OPEN head larger than maxHeaderSize is reset with HEADER_TOO_LARGE and the session goes on', async () => {
+    const h = await connected('server', { limits: { maxHeaderSize: 1024 } });
+    const id = h.nextPeerId();
+    h.peer.send({ kind: FrameKind.OPEN, id, head: { padding: 'x'.repeat(2000) }, data: new Uint8Array(10), fin: false });
+    await expectStreamReset(h, id, 'HEADER_TOO_LARGE');
+    expect(h.accepted).toEqual([]);
+    // Its later frames are ignored, like those of any reset stream.
+    h.peer.send(peerData(id, new Uint8Array(5)));
+    await h.peer.roundTrip();
+    expect(h.session.state).toBe('open');
+    await expectAStreamStillWorks(h);
+  });
+
+  test('OPENs beyond maxStreams are reset with STREAM_LIMIT, and a slot freed by a finished stream can be used again', async () => {
+    const h = await connected('server', { limits: { maxStreams: 2 } });
+    const ids = [h.nextPeerId(), h.nextPeerId(), h.nextPeerId(), h.nextPeerId()];
+    for (const id of ids) h.peer.send({ kind: FrameKind.OPEN, id, head: {}, data: null, fin: false });
+    await expectStreamReset(h, ids[2]!, 'STREAM_LIMIT');
+    await expectStreamReset(h, ids[3]!, 'STREAM_LIMIT');
+    expect(h.accepted.map((s) => s.id)).toEqual([ids[0], ids[1]]);
+    expect(h.peer.frames.filter((f) => f.kind === FrameKind.RESET).map((f) => (f as { id: number }).id)).toEqual([ids[2], ids[3]]);
+    // Finish the first stream cleanly in both directions: its slot is free again.
+    h.accepted[0]!.end();
+    await h.peer.frame((f) => f.kind === FrameKind.REPLY && f.id === ids[0] && f.fin, 'the END of the first stream');
+    h.peer.send(peerData(ids[0]!, new Uint8Array(0), true));
+    await h.peer.roundTrip();
+    await expectAStreamStillWorks(h);
+  });
+
+  test('an OPEN that carries more data than the initial window is reset with FLOW_CONTROL and never reaches the application', async () => {
+    const h = await connected('server', { limits: { initialWindow: 4096 } });
+    const id = h.nextPeerId();
+    h.peer.send({ kind: FrameKind.OPEN, id, head: {}, data: new Uint8Array(4097), fin: false });
+    await expectStreamReset(h, id, 'FLOW_CONTROL');
+    expect(h.accepted).toEqual([]);
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('an agent filling the session\'s receive buffers gets BUFFER_LIMIT on the stream that overflows; the session goes on', async () => {
+    // Two streams' worth of credit, but room for only one and a half in the session's buffers.
+    const h = await connected('server', { limits: { initialWindow: 8192 }, tuning: { maxSessionBuffer: 12_000 } });
+    const first = h.nextPeerId();
+    const second = h.nextPeerId();
+    // Nobody reads these streams: their bytes stay buffered.
+    h.peer.send({ kind: FrameKind.OPEN, id: first, head: {}, data: new Uint8Array(8000), fin: false });
+    h.peer.send({ kind: FrameKind.OPEN, id: second, head: {}, data: null, fin: false });
+    h.peer.send(peerData(second, new Uint8Array(4000)));
+    h.peer.send(peerData(second, new Uint8Array(1)));
+    await expectStreamReset(h, second, 'BUFFER_LIMIT');
+    expect(h.session.bufferedBytes).toBe(8000);
+    expect(h.accepted.map((s) => s.id)).toEqual([first, second]);
+    expect(h.accepted[1]!.errored).toMatchObject({ code: 'BUFFER_LIMIT' });
+    // Reading the first stream frees its bytes.
+    const body = readAll(h.accepted[0]!);
+    h.peer.send(peerData(first, new Uint8Array(0), true));
+    expect((await body).length).toBe(8000);
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+
+  test('the process-wide budget caps two sessions together: the second session\'s overflow is reset with BUFFER_LIMIT', async () => {
+    const processBudget = new BufferBudget(10_000);
+    const a = await connected('server', { processBudget, limits: { initialWindow: 8192 } });
+    const b = await connected('server', { processBudget, limits: { initialWindow: 8192 } });
+    const idA = a.nextPeerId();
+    a.peer.send({ kind: FrameKind.OPEN, id: idA, head: {}, data: new Uint8Array(8000), fin: false });
+    await a.peer.roundTrip();
+    const idB = b.nextPeerId();
+    b.peer.send({ kind: FrameKind.OPEN, id: idB, head: {}, data: new Uint8Array(3000), fin: false });
+    await expectStreamReset(b, idB, 'BUFFER_LIMIT');
+    expect(processBudget.used).toBe(8000);
+    a.accepted[0]!.destroy();
+    expect(processBudget.used).toBe(0);
+    await expectAStreamStillWorks(b);
+  });
+
+  test('a REPLY on a stream the agent opened itself is reset with PROTOCOL_ERROR', async () => {
+    const h = await connected('server');
+    const { id } = await openStreamWithPeer(h);
+    h.peer.send({ kind: FrameKind.REPLY, id, head: {}, data: null, fin: false });
+    await expectStreamReset(h, id, 'PROTOCOL_ERROR');
+  });
+
+  test('streams opened without a \'stream\' listener are refused with STREAM_REFUSED', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: handshakeBody() });
+    await h.session.ready;
+    h.peer.send({ kind: FrameKind.OPEN, id: 1, head: {}, data: null, fin: false });
+    await expectStreamReset(h, 1, 'STREAM_REFUSED');
+  });
+});
+
+describe('after the handshake, a client session facing a hostile server', () => {
+  test('DATA before the REPLY on a stream the client opened resets it with PROTOCOL_ERROR', async () => {
+    const h = await connected('client');
+    const s = h.session.openStream({});
+    await h.peer.frame((f) => f.kind === FrameKind.OPEN && f.id === s.id, 'the OPEN');
+    h.peer.send(peerData(s.id, new Uint8Array(1)));
+    await expectStreamReset(h, s.id, 'PROTOCOL_ERROR');
+  });
+
+  test('a second REPLY resets the stream with PROTOCOL_ERROR', async () => {
+    const h = await connected('client');
+    const { id } = await openStreamWithPeer(h);
+    h.peer.send({ kind: FrameKind.REPLY, id, head: {}, data: null, fin: false });
+    await expectStreamReset(h, id, 'PROTOCOL_ERROR');
+  });
+
+  test('a REPLY head larger than maxHeaderSize resets the stream with HEADER_TOO_LARGE', async () => {
+    const h = await connected('client', { limits: { maxHeaderSize: 1024 } });
+    const s = h.session.openStream({});
+    await h.peer.frame((f) => f.kind === FrameKind.OPEN && f.id === s.id, 'the OPEN');
+    h.peer.send({ kind: FrameKind.REPLY, id: s.id, head: { padding: 'x'.repeat(2000) }, data: null, fin: false });
+    await expectStreamReset(h, s.id, 'HEADER_TOO_LARGE');
+    await expectAStreamStillWorks(h);
+  });
+
+  test('a REPLY carrying more data than the initial window resets the stream with FLOW_CONTROL', async () => {
+    const h = await connected('client', { limits: { initialWindow: 4096 } });
+    const s = h.session.openStream({});
+    await h.peer.frame((f) => f.kind === FrameKind.OPEN && f.id === s.id, 'the OPEN');
+    h.peer.send({ kind: FrameKind.REPLY, id: s.id, head: {}, data: new Uint8Array(4097), fin: false });
+    await expectStreamReset(h, s.id, 'FLOW_CONTROL');
+    expect(h.session.bufferedBytes).toBe(0);
+    await expectAStreamStillWorks(h);
+  });
+});
+
+describe('keepalive', () => {
+  test.each<SessionRole>(['server', 'client'])('a %s session whose peer stops answering pings closes with KEEPALIVE_TIMEOUT and fails its open streams', async (role) => {
+    const pingIntervalMs = 100;
+    const h = await connected(role, { tuning: { pingIntervalMs } }, { answerPings: false });
+    const local = h.session.openStream({ path: '/hangs' });
+    const failures = [new Promise<unknown>((resolve) => local.once('error', resolve))];
+    if (role === 'server') {
+      // A stream the peer opened before it went silent fails too.
+      const { stream } = await openStreamWithPeer(h);
+      failures.push(new Promise<unknown>((resolve) => stream.once('error', resolve)));
+    }
+    const started = Date.now();
+    await expectSessionClosedWith(h, 'KEEPALIVE_TIMEOUT');
+    // Nominally within two intervals; generous so a loaded machine does not make this flaky.
+    expect(Date.now() - started).toBeLessThan(2000);
+    for (const err of await Promise.all(failures)) expect(err).toMatchObject({ code: 'KEEPALIVE_TIMEOUT' });
+    expect(h.session.streamCount).toBe(0);
+  });
+
+  test('a peer that answers every ping is never declared dead (timers advanced by hand)', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'queueMicrotask', 'nextTick'] });
+    try {
+      const pingIntervalMs = 1000;
+      const h = await connected('client', { tuning: { pingIntervalMs } });
+      // The first ping goes out with the handshake; let its pong land before the clock moves.
+      await h.peer.frame((f) => f.kind === FrameKind.PING, 'the first ping');
+      await h.peer.roundTrip();
+      for (let i = 0; i < 10; i++) {
+        const pings = h.peer.frames.filter((f) => f.kind === FrameKind.PING).length;
+        jest.advanceTimersByTime(pingIntervalMs);
+        await h.peer.until(() => h.peer.frames.filter((f) => f.kind === FrameKind.PING).length > pings, 'the next ping');
+        await h.peer.roundTrip();
+      }
+      expect(h.session.state).toBe('open');
+      expect(h.session.rttMs).not.toBeNull();
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
