@@ -8,3 +8,4 @@ export * from './stream.js';
 export * from './session.js';
 export { createMemoryTransportPair } from './memory-transport.js';
 export * from './http.js';
+export * from './agent-config.js';

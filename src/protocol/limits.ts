@@ -29,8 +29,12 @@ export interface SessionTuning {
   handshakeTimeoutMs: number;
   /** Default grace for streams to finish after a drain, ms. */
   drainGraceMs: number;
-  /** Transport bytes queued before the writer waits for the transport to drain. */
-  transportHighWater: number;
+  /**
+   * Transport bytes queued beyond which the peer is deemed not to read at all: the session closes
+   * with BUFFER_LIMIT. (Data stops at the transport's own high-water mark long before; only control
+   * frames a peer provokes, such as RESETs of refused opens, can grow the queue this far.)
+   */
+  maxTransportBacklog: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<SessionLimits> = Object.freeze({
@@ -48,11 +52,18 @@ export const DEFAULT_TUNING: Readonly<SessionTuning> = Object.freeze({
   pingIntervalMs: 20_000,
   handshakeTimeoutMs: 10_000,
   drainGraceMs: 30_000,
-  transportHighWater: 1024 * 1024,
+  maxTransportBacklog: 16 * 1024 * 1024,
 });
 
 /** Bytes a frame needs besides its payload (msgpack array, kind, id, bin header, flag), rounded up. */
 export const FRAME_OVERHEAD = 32;
+
+/**
+ * Slack a receiver allows when it measures a head as "frame size minus data length": that measure
+ * includes the data's envelope (bin header, fin flag), up to 8 bytes more than the sender's measure
+ * of the head alone, so a head the sender accepted is never refused for those bytes.
+ */
+export const HEAD_ENVELOPE_SLACK = 8;
 
 /** Lowest maxFrameSize either side may announce: a full head plus a small chunk must fit. */
 export const MIN_FRAME_SIZE = 4096;

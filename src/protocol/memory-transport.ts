@@ -12,7 +12,7 @@ class MemoryTransport implements MessageTransport {
   private inFlight = 0;
   private isClosed = false;
   private highWater: number;
-  private wasBackpressured = false;
+  private armed = false;
 
   constructor(highWater: number) {
     this.highWater = highWater;
@@ -29,16 +29,21 @@ class MemoryTransport implements MessageTransport {
     return this.inFlight;
   }
 
+  get backpressured(): boolean {
+    if (this.inFlight < this.highWater) return false;
+    this.armed = true;
+    return true;
+  }
+
   send(data: Uint8Array): void {
     if (this.isClosed) return;
     const copy = Uint8Array.from(data);
     this.inFlight += copy.byteLength;
-    if (this.inFlight >= this.highWater) this.wasBackpressured = true;
     setImmediate(() => {
       this.inFlight -= copy.byteLength;
       if (!this.peer.isClosed) this.peer.deliver(copy);
-      if (this.wasBackpressured && this.inFlight < this.highWater / 2 && !this.isClosed) {
-        this.wasBackpressured = false;
+      if (this.armed && this.inFlight < this.highWater / 2 && !this.isClosed) {
+        this.armed = false;
         this.handlers?.drain();
       }
     });

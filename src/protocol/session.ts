@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { CLOSE_CODE_BASE, CLOSE_NORMAL, TunnelError, codeFromCloseCode, codeFromWire, wireOf, type TunnelErrorCode } from './errors.js';
 import { FrameKind, decodeFrame, encodeFrame, type Frame, type Head } from './frames.js';
 import { BufferBudget, ReceiveWindow } from './flow.js';
-import { DEFAULT_LIMITS, DEFAULT_TUNING, FRAME_OVERHEAD, checkLimits, type SessionLimits, type SessionTuning } from './limits.js';
+import { DEFAULT_LIMITS, DEFAULT_TUNING, FRAME_OVERHEAD, HEAD_ENVELOPE_SLACK, checkLimits, type SessionLimits, type SessionTuning } from './limits.js';
 import { TunnelStream, type StreamOwner } from './stream.js';
 import type { MessageTransport } from './transport.js';
 
@@ -66,9 +66,6 @@ const ALLOWED: Record<SessionState, SessionState[]> = {
   draining: ['open'],
   closed: ['handshaking', 'open', 'draining'],
 };
-
-/** How many control frames may wait before the peer is deemed not to be reading at all. */
-const CONTROL_QUEUE_SLACK = 256;
 
 export class Session extends EventEmitter<SessionEvents> implements StreamOwner {
   readonly role: SessionRole;
@@ -248,7 +245,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     this.transition('draining');
     this.sendControl(encodeFrame({ kind: FrameKind.GOAWAY, code: wireOf(code), message: message.slice(0, 1024), lastStreamId: this.lastPeerId, graceMs }));
     this.refusePending('STREAM_REFUSED', 'session is draining');
-    this.graceTimer = setTimeout(() => this.close(new TunnelError('GOING_AWAY', `drain grace of ${graceMs} ms ended`)), graceMs);
+    this.graceTimer = setTimeout(() => this.close(new TunnelError(code, `${message}: drain grace of ${graceMs} ms ended`)), graceMs);
     this.graceTimer.unref?.();
     this.closeIfDrained();
     return closed;
@@ -388,7 +385,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     if (id <= this.lastPeerId) throw new TunnelError('PROTOCOL_ERROR', `stream id ${id} was already used`);
     this.lastPeerId = id;
     if (this.goawaySent) return this.sendReset(id, 'STREAM_REFUSED', 'session is draining');
-    const headSize = size - (data?.byteLength ?? 0);
+    const headSize = size - (data?.byteLength ?? 0) - HEAD_ENVELOPE_SLACK;
     if (headSize > this.limits.maxHeaderSize) return this.sendReset(id, 'HEADER_TOO_LARGE', `head of ${headSize} bytes exceeds ${this.limits.maxHeaderSize}`);
     if (this.peerActive >= this.limits.maxStreams) return this.sendReset(id, 'STREAM_LIMIT', `at most ${this.limits.maxStreams} concurrent streams`);
     if (this.listenerCount('stream') === 0) return this.sendReset(id, 'STREAM_REFUSED', 'this side accepts no streams');
@@ -398,17 +395,26 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     this.peerActive++;
     if (data && data.byteLength > 0 && !this.accept(stream, data)) return;
     if (fin) this.receiveFin(stream);
-    this.emit('stream', stream);
+    try {
+      this.emit('stream', stream);
+    } catch (err) {
+      // A bug in one stream's handler fails that stream, not the session (nor is it blamed on the peer).
+      this.streamError(stream, 'INTERNAL', `stream handler failed: ${(err as Error).message}`);
+    }
   }
 
   private onReply(id: number, head: Head, data: Uint8Array | null, fin: boolean, size: number): void {
     const stream = this.lookup(id);
     if (!stream) return;
     if (!stream.local || stream.peerHead !== null) return this.streamError(stream, 'PROTOCOL_ERROR', 'unexpected REPLY');
-    const headSize = size - (data?.byteLength ?? 0);
+    const headSize = size - (data?.byteLength ?? 0) - HEAD_ENVELOPE_SLACK;
     if (headSize > this.limits.maxHeaderSize) return this.streamError(stream, 'HEADER_TOO_LARGE', `reply head of ${headSize} bytes exceeds ${this.limits.maxHeaderSize}`);
     stream.peerHead = head;
-    stream.emit('reply', head);
+    try {
+      stream.emit('reply', head);
+    } catch (err) {
+      return this.streamError(stream, 'INTERNAL', `reply handler failed: ${(err as Error).message}`);
+    }
     if (stream.destroyed) return;
     if (data && data.byteLength > 0 && !this.accept(stream, data)) return;
     if (fin) this.receiveFin(stream);
@@ -668,8 +674,8 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   private sendControl(frame: Uint8Array): void {
     if (this.stateValue === 'closed') return;
     this.control.push(frame);
-    if (this.control.length > this.limits.maxStreams * 2 + CONTROL_QUEUE_SLACK) {
-      this.fail(new TunnelError('BUFFER_LIMIT', 'peer does not read: too many control frames queued'));
+    if (this.transport.bufferedAmount > this.tuning.maxTransportBacklog) {
+      this.fail(new TunnelError('BUFFER_LIMIT', `peer does not read: more than ${this.tuning.maxTransportBacklog} bytes queued for it`));
       return;
     }
     this.schedulePump();
@@ -712,7 +718,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
       for (const frame of this.control) t.send(frame);
       this.control.length = 0;
       if (this.stateValue === 'handshaking') return;
-      while (this.ring.length > 0 && t.bufferedAmount < this.tuning.transportHighWater) {
+      while (this.ring.length > 0 && !t.backpressured) {
         const s = this.ring.shift()!;
         s.inRing = false;
         if (s.gone) continue;

@@ -6,7 +6,7 @@
 export interface TransportHandlers {
   /** One whole message arrived. Called in order; never called after `close`. */
   message(data: Uint8Array): void;
-  /** Queued bytes fell below the high-water mark after `backpressured` was true. */
+  /** Queued bytes fell below the high-water mark after `backpressured` read true. */
   drain(): void;
   /** The channel is gone (closed by either side or failed). Called once. */
   closed(code: number, reason: string): void;
@@ -19,6 +19,11 @@ export interface MessageTransport {
   send(data: Uint8Array): void;
   /** Bytes queued and not yet handed to the network. */
   readonly bufferedAmount: number;
+  /**
+   * True while more than the transport's high-water mark is queued. Once it has read true, the
+   * transport calls `drain()` when the queue falls below the mark again (the writer waits for that).
+   */
+  readonly backpressured: boolean;
   /** Closes the channel with an application close code (1000, or 4000-4999) and a short reason. */
   close(code: number, reason: string): void;
   /** Optional batching: messages sent between cork and uncork may go out in one write. */

@@ -1,8 +1,9 @@
 /**
  * Adapts a `ws` WebSocket to the protocol's MessageTransport. Binary messages only: a text message
  * closes the connection with MALFORMED_FRAME. Backpressure comes from `bufferedAmount` (bytes queued
- * in ws and in the socket); `drain` fires when the message that crossed the high-water mark has been
- * written out.
+ * in ws and in the socket, frame headers included). Every send carries a completion callback; once
+ * `backpressured` has read true, the first completion that finds the queue below the high-water
+ * mark calls `drain`, so the writer can never be left waiting with nothing armed to wake it.
  */
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
@@ -31,7 +32,7 @@ export class WsTransport implements MessageTransport {
   private readonly socket: Socket | null;
   private handlers: TransportHandlers | null = null;
   private early: Uint8Array[] = [];
-  private waitingDrain = false;
+  private armed = false;
   private closedCalled = false;
   private earlyClose: { code: number; reason: string } | null = null;
 
@@ -67,18 +68,23 @@ export class WsTransport implements MessageTransport {
     return this.ws.bufferedAmount;
   }
 
+  get backpressured(): boolean {
+    if (this.ws.bufferedAmount < this.highWater) return false;
+    this.armed = true;
+    return true;
+  }
+
   send(data: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    if (!this.waitingDrain && this.ws.bufferedAmount + data.byteLength >= this.highWater) {
-      this.waitingDrain = true;
-      this.ws.send(data, { binary: true, compress: false }, () => {
-        this.waitingDrain = false;
-        this.handlers?.drain();
-      });
-      return;
-    }
-    this.ws.send(data, { binary: true, compress: false });
+    this.ws.send(data, { binary: true, compress: false }, this.sent);
   }
+
+  private readonly sent = (): void => {
+    if (this.armed && this.ws.bufferedAmount < this.highWater) {
+      this.armed = false;
+      this.handlers?.drain();
+    }
+  };
 
   cork(): void {
     this.socket?.cork();

@@ -17,7 +17,6 @@ export function sessionOptionsFrom(t: TunnelConfig): { limits: SessionLimits; tu
       pingIntervalMs: t.ping_interval,
       handshakeTimeoutMs: t.handshake_timeout,
       drainGraceMs: t.drain_grace,
-      transportHighWater: t.chunk_size * 16,
     },
   };
 }

@@ -34,6 +34,10 @@ export class RecordingTransport implements MessageTransport {
     return this.inner.bufferedAmount;
   }
 
+  get backpressured(): boolean {
+    return this.inner.backpressured;
+  }
+
   close(code: number, reason: string): void {
     this.inner.close(code, reason);
   }
