@@ -100,7 +100,7 @@ test('the handshake tells kas who the agent is; the upgrade request carries the 
     podName: 'agentk-test-pod',
     podNamespace: 'gitlab-agent',
     kubernetesVersion: FAKE_KUBERNETES_VERSION,
-    features: ['http'],
+    features: ['http', 'agent_config'],
     v: 1,
   });
   expect(typeof first.session.peerInfo?.agentVersion).toBe('string');

@@ -13,6 +13,7 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
+import { AgentConfigurationFeature } from './configuration/agent-configuration-feature.js';
 import type { Feature } from './feature.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiFeature } from './kubernetes-api/kubernetes-api-feature.js';
@@ -88,6 +89,7 @@ export function createAgentk(options: AgentOptions): Agentk {
     logger: logger.child({ feature: 'kubernetes-api' }),
     tokenRefreshMs: options.tokenRefreshMs,
   });
+  const configuration = new AgentConfigurationFeature({ handlers, rootLogger: logger, logger: logger.child({ feature: 'configuration' }) });
   const hello = (): Head => ({
     agentVersion: BUILD_INFO.version,
     agentCommit: BUILD_INFO.commit,
@@ -115,6 +117,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   const features: Feature[] = [
     { name: 'observability', start: () => observability.start(), stop: () => observability.stop() },
     kubernetesApi,
+    configuration,
     {
       name: 'tunnel',
       start: async () => pool.start(),

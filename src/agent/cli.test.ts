@@ -90,7 +90,7 @@ test('a whole run: flags, token file, kubeconfig; connects with the pod metadata
       },
     );
     const session = await kas.session();
-    expect(session.peerInfo).toMatchObject({ podName: 'agentk-5f7d9', podNamespace: 'gitlab-agent', features: ['http'] });
+    expect(session.peerInfo).toMatchObject({ podName: 'agentk-5f7d9', podNamespace: 'gitlab-agent', features: ['http', 'agent_config'] });
     await kas.waitFor(() => agent !== null && agent.openSessions === 1, 'agentk to count its session as open');
     shutdown('SIGTERM');
     expect(await exit).toBe(EXIT_OK);

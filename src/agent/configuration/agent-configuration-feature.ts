@@ -1,0 +1,135 @@
+/**
+ * The agent configuration feature, agent half: serves the `agent_config` streams kas opens with each
+ * new configuration (kas reads, validates and polls the file; agentk only applies the result) and
+ * puts it in force without reconnecting. What it applies today: `observability.logging.level`, the
+ * level of agentk's logger (and of every child logger made from it); a configuration without one
+ * brings back the level agentk started with (its --log-level flag).
+ */
+import {
+  AGENT_CONFIG_STREAM,
+  MAX_AGENT_CONFIG_BYTES,
+  decodeAgentConfigData,
+  decodeAgentConfigHead,
+  encodeAgentConfigReply,
+  type AgentConfigDocument,
+  type AgentConfigHead,
+} from '../../protocol/agent-config.js';
+import { TunnelError } from '../../protocol/errors.js';
+import type { TunnelStream } from '../../protocol/stream.js';
+import type { Logger } from '../../shared/logger.js';
+import type { Feature } from '../feature.js';
+import type { StreamHandlers } from '../tunnel/stream-handlers.js';
+
+export interface AgentConfigurationOptions {
+  handlers: StreamHandlers;
+  /**
+   * agentk's root logger: its level is what the configuration changes, and every logger made with
+   * `child()` from it follows. Its level at construction is the default.
+   */
+  rootLogger: Logger;
+  /** The feature's own logger. */
+  logger: Logger;
+}
+
+/** What is in force, for tests and diagnostics. */
+export interface AppliedAgentConfig {
+  /** The version kas named (commit id or content hash); null for the empty configuration of a missing file. */
+  commit: string | null;
+  document: AgentConfigDocument;
+  logLevel: string;
+}
+
+/** Reads a stream's data up to `max` bytes; rejects with PROTOCOL_ERROR beyond it. */
+function readBounded(stream: TunnelStream, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size > max) {
+        stream.off('data', onData);
+        reject(new TunnelError('PROTOCOL_ERROR', `the configuration is larger than ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    stream.on('data', onData);
+    stream.once('end', () => resolve(Buffer.concat(chunks, size)));
+    stream.once('error', reject);
+    stream.once('close', () => reject(new TunnelError('CONNECTION_LOST', 'the stream closed before the configuration arrived')));
+  });
+}
+
+export class AgentConfigurationFeature implements Feature {
+  readonly name = 'configuration';
+  private readonly options: AgentConfigurationOptions;
+  private readonly defaultLevel: string;
+  private current: AppliedAgentConfig | null = null;
+  private stopped = false;
+
+  constructor(options: AgentConfigurationOptions) {
+    this.options = options;
+    this.defaultLevel = options.rootLogger.level;
+    options.handlers.register(AGENT_CONFIG_STREAM, (stream, logger) => this.handle(stream, logger));
+  }
+
+  /** The configuration in force; null until kas sent one. */
+  get applied(): AppliedAgentConfig | null {
+    return this.current;
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+  }
+
+  private handle(stream: TunnelStream, logger: Logger): void {
+    let head: AgentConfigHead;
+    try {
+      head = decodeAgentConfigHead(stream.peerHead!);
+    } catch (err) {
+      logger.warn({ err, streamId: stream.id }, 'kas sent an invalid agent_config head');
+      stream.reset('PROTOCOL_ERROR', (err as Error).message);
+      return;
+    }
+    readBounded(stream, MAX_AGENT_CONFIG_BYTES).then(
+      (data) => {
+        if (stream.destroyed) return;
+        let reply: { applied: boolean; error?: string };
+        try {
+          if (this.stopped) throw new Error('agentk is stopping');
+          this.apply(head.commit, decodeAgentConfigData(data));
+          reply = { applied: true };
+        } catch (err) {
+          this.options.logger.warn({ err, commit: head.commit }, 'could not apply the agent configuration from kas; the previous one stays in force');
+          reply = { applied: false, error: (err as Error).message };
+        }
+        stream.reply(encodeAgentConfigReply(reply), { end: true });
+      },
+      (err: unknown) => {
+        if (err instanceof TunnelError && err.code === 'PROTOCOL_ERROR' && !stream.destroyed) {
+          this.options.logger.warn({ err }, 'kas sent an agent configuration agentk refuses');
+          stream.reset('PROTOCOL_ERROR', err.message);
+        }
+      },
+    );
+  }
+
+  /** Puts a configuration in force. Several sessions bring the same one: applying it again is harmless. */
+  private apply(commit: string | null, document: AgentConfigDocument): void {
+    const { rootLogger, logger } = this.options;
+    const level = document.observability?.logging?.level ?? this.defaultLevel;
+    const previous = this.current;
+    this.current = { commit, document, logLevel: level };
+    const changed = previous?.commit !== commit || previous.logLevel !== level;
+    const line = { commit, logLevel: level, previousLogLevel: previous?.logLevel ?? this.defaultLevel };
+    // Said at the level that shows it: before a switch to warn or error, after a switch to debug.
+    const saidBefore = changed && logger.isLevelEnabled('info');
+    if (saidBefore) logger.info(line, 'agent configuration applied');
+    if (rootLogger.level !== level) rootLogger.level = level;
+    if (changed && !saidBefore) logger.info(line, 'agent configuration applied');
+  }
+}
