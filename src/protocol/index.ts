@@ -9,3 +9,4 @@ export * from './session.js';
 export { createMemoryTransportPair } from './memory-transport.js';
 export * from './http.js';
 export * from './agent-config.js';
+export * from './route.js';

@@ -71,6 +71,8 @@ export interface StackOptions {
   agent?: Partial<AgentOptions>;
   /** Start the agent (default true). */
   startAgent?: boolean;
+  /** GitLab mode against this (fake) GitLab, the agent using `agentToken`; also serves the API for GitLab. */
+  gitlab?: { url: string; caPem: string | null; secretFileContent: string; repositoryToken: string; agentToken: string };
 }
 
 export interface Stack {
@@ -99,7 +101,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     writeFileSync(p, content);
     return p;
   };
-  const agentToken = 'glagent-test-agent-token-0123456789';
+  const agentToken = options.gitlab?.agentToken ?? 'glagent-test-agent-token-0123456789';
   const proxyToken = 'proxy-test-token-9876543210';
   const certFile = file('cert.pem', cert.cert);
   const keyFile = file('key.pem', cert.key);
@@ -117,7 +119,21 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       proxy_tokens: [{ token_file: file('proxy.token', `${proxyToken}\n`), agents: [1, 2], access_as: options.accessAs ?? { agent: {} } }],
     },
   };
-  const config = validateConfig(deepMerge(base, options.kas ?? {}));
+  const gl = options.gitlab;
+  const modeConfig = gl
+    ? {
+        ...base,
+        standalone: undefined,
+        gitlab: {
+          address: gl.url,
+          authentication_secret_file: file('gitlab.secret', gl.secretFileContent),
+          repository_token_file: file('repository.token', `${gl.repositoryToken}\n`),
+          ...(gl.caPem && { ca_certificate_file: file('gitlab-ca.pem', gl.caPem) }),
+        },
+        api: { listen: { address: '127.0.0.1:0', authentication_secret_file: join(dir, 'gitlab.secret') } },
+      }
+    : base;
+  const config = validateConfig(JSON.parse(JSON.stringify(deepMerge(modeConfig, options.kas ?? {}))));
   const kasLogs = new LogCapture();
   const kas = new KasApp({ config, logger: createLogger({ name: 'kas', level: 'debug', destination: kasLogs }) });
   await kas.start();

@@ -11,11 +11,23 @@ export interface AgentIdentity {
   agentName: string;
   /** The configuration project (GitLab mode); null in standalone mode. */
   projectId: number | null;
+  /** The configuration project's default branch (GitLab mode, from agent_info), where config.yaml is read. */
+  defaultBranch?: string;
 }
 
 export interface AgentAuthenticator {
-  /** Resolves the identity of an agent token, or null when the token is not valid. Never throws for a bad token. */
+  /**
+   * Resolves the identity of an agent token, or null when the token is not valid. Never throws for
+   * a bad token; throws when the answer cannot be had (the connection is then refused with 503).
+   */
   authenticate(token: string): Promise<AgentIdentity | null>;
+  /**
+   * Checks a connected agent's token again, bypassing caches; null when it is no longer valid (the
+   * agent's sessions are then closed with AUTH_REVOKED). Absent when tokens cannot change while kas runs.
+   */
+  revalidate?(token: string): Promise<AgentIdentity | null>;
+  /** How often revalidate runs for each connected session, ms. */
+  readonly revalidateIntervalMs?: number;
 }
 
 /** A proxy request that may go ahead: to which agent, acting as whom. */

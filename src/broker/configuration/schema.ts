@@ -78,14 +78,74 @@ const tunnel = z
     if (t.max_window < t.initial_window) ctx.addIssue({ code: 'custom', path: ['max_window'], message: 'must be at least initial_window' });
   });
 
+const gitlab = z
+  .strictObject({
+    address: z.url({ error: 'expected the URL of GitLab, e.g. https://gitlab.example.com' }),
+    external_url: z.url({ error: 'expected the URL users reach GitLab at' }).optional(),
+    authentication_secret_file: file,
+    ca_certificate_file: file.optional(),
+    repository_token_file: file.optional(),
+    api_rate_limit: z
+      .strictObject({
+        refill_rate_per_second: z.number().positive().default(50),
+        bucket_size: z.number().int().min(1).default(250),
+      })
+      .prefault({}),
+    request_timeout: duration('20s'),
+  })
+  .superRefine((g, ctx) => {
+    for (const key of ['address', 'external_url'] as const) {
+      const v = g[key];
+      if (v !== undefined && !/^https?:\/\//.test(v)) ctx.addIssue({ code: 'custom', path: [key], message: 'expected an http:// or https:// URL' });
+    }
+  });
+
+const redis = z
+  .strictObject({
+    server: z.strictObject({ address: z.string().min(1, 'expected "host:port"') }).optional(),
+    sentinel: z
+      .strictObject({
+        master_name: z.string().min(1),
+        addresses: z.array(z.string().min(1)).min(1),
+        sentinel_password_file: file.optional(),
+      })
+      .optional(),
+    password_file: file.optional(),
+    username: z.string().optional(),
+    database_index: z.number().int().min(0).max(15).default(0),
+    tls: z.strictObject({ enabled: z.boolean().default(false), ca_certificate_file: file.optional() }).prefault({}),
+    key_prefix: z.string().min(1).default('gitlab-kas'),
+    dial_timeout: duration('5s'),
+    read_timeout: duration('1s'),
+    write_timeout: duration('1s'),
+    /** Readiness reports not ready while Redis is unreachable (default: keep serving local agents). */
+    ready_requires_redis: z.boolean().default(false),
+  })
+  .superRefine((r, ctx) => {
+    if (!r.server === !r.sentinel) ctx.addIssue({ code: 'custom', path: ['server'], message: 'give exactly one of redis.server and redis.sentinel' });
+  });
+
 export const configSchema = z.strictObject({
+  gitlab: gitlab.optional(),
+  redis: redis.optional(),
+  private_api: z
+    .strictObject({
+      listen: z.strictObject({ address: address('127.0.0.1:8155'), authentication_secret_file: file.optional() }).prefault({}),
+    })
+    .prefault({}),
   agent: z
     .strictObject({
+      info_cache_ttl: duration('5m'),
+      info_cache_error_ttl: duration('1m'),
+      redis_conn_info_ttl: duration('5m'),
+      redis_conn_info_refresh: duration('4m'),
+      configuration: z.strictObject({ poll_period: duration('5m') }).prefault({}),
       listen: z
         .strictObject({
           address: address('127.0.0.1:8150'),
           ...tlsFiles,
           max_connection_age: duration('2h'),
+          connections_per_token_per_minute: z.number().int().min(1).default(40000),
         })
         .prefault({})
         .superRefine(tlsPair),
@@ -101,14 +161,22 @@ export const configSchema = z.strictObject({
             .default('/')
             .refine((p) => p.startsWith('/'), { message: 'expected a path starting with "/"' }),
           agent_wait_timeout: duration('20s'),
+          allowed_agent_cache_ttl: duration('60s'),
+          allowed_agent_cache_error_ttl: duration('10s'),
         })
         .prefault({}),
+    })
+    .prefault({}),
+  api: z
+    .strictObject({
+      listen: z.strictObject({ address: address('127.0.0.1:8153'), authentication_secret_file: file.optional() }).prefault({}),
     })
     .prefault({}),
   observability: z
     .strictObject({
       listen: z.strictObject({ address: address('127.0.0.1:8151') }).prefault({}),
       logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+      usage_report_period: duration('60s'),
     })
     .prefault({}),
   standalone: z

@@ -19,13 +19,15 @@ import { readTlsFiles } from '../../shared/tls-files.js';
 import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
 import type { KasConfig } from '../configuration/schema.js';
 import type { KasMetrics } from '../observability/metrics.js';
-import type { AgentRegistry } from '../tunnel/agent-registry.js';
+import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
 import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
 
 export interface ProxyDeps {
   config: KasConfig['agent']['kubernetes_api'];
+  /** The one origin browsers may call from (GitLab's external URL), or null for no CORS. */
+  corsOrigin: string | null;
   authenticator: ProxyAuthenticator;
-  registry: AgentRegistry;
+  router: AgentRouter;
   metrics: KasMetrics;
   logger: Logger;
 }
@@ -64,6 +66,8 @@ export class KubernetesApiProxy {
   private readonly deps: ProxyDeps;
   private server: http.Server | https.Server | null = null;
   private readonly inflight = new Set<Promise<void>>();
+  /** Upgraded connections: the HTTP server no longer tracks them, so stop() ends them itself. */
+  private readonly upgraded = new Set<Duplex>();
   boundAddress = '';
 
   constructor(deps: ProxyDeps) {
@@ -103,6 +107,7 @@ export class KubernetesApiProxy {
     if (!server) return;
     this.server = null;
     server.closeAllConnections?.();
+    for (const socket of this.upgraded) socket.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   }
 
@@ -130,23 +135,22 @@ export class KubernetesApiProxy {
    * requests refused by a draining session are retried on another session.
    */
   private async exchange(p: Prepared, signal: AbortSignal, writeBody: (s: TunnelStream) => void): Promise<{ stream: TunnelStream; reply: HttpResponseHead } | Refusal> {
-    const { registry, config, metrics } = this.deps;
+    const { router, config, metrics } = this.deps;
     const tried = new Set<Session>();
     for (let attempt = 1; ; attempt++) {
       const waitStart = process.hrtime.bigint();
-      const session = await registry.waitFor(p.decision.agentId, config.agent_wait_timeout, signal, tried);
-      metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
-      if (signal.aborted) return new Refusal(499, 'client went away');
-      if (!session) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
-      let stream: TunnelStream;
+      let opened: OpenedStream | null;
       try {
-        stream = session.openStream(p.head, { end: !p.hasBody });
+        opened = await router.open(p.decision.agentId, p.head, { end: !p.hasBody, timeoutMs: config.agent_wait_timeout, signal, tried });
       } catch (err) {
         if (isTunnelError(err) && err.code === 'STREAM_LIMIT') return new Refusal(429, 'too many concurrent requests to this agent');
-        tried.add(session);
         if (attempt < MAX_ATTEMPTS) continue;
         return new Refusal(503, `no session of agent ${p.decision.agentId} accepts requests`);
       }
+      metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
+      if (signal.aborted) return new Refusal(499, 'client went away');
+      if (!opened) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
+      const { stream, via: session } = opened;
       if (p.hasBody) writeBody(stream);
       const onAbort = () => stream.reset('CANCELLED', 'client went away');
       signal.addEventListener('abort', onAbort, { once: true });
@@ -172,8 +176,36 @@ export class KubernetesApiProxy {
 
   // ---- plain requests ------------------------------------------------------------------------
 
+  /**
+   * CORS for GitLab's web UI: only GitLab's own origin, with credentials; preflights are answered
+   * here. Returns true when the request was answered (preflight or refused origin).
+   */
+  private cors(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const origin = req.headers.origin;
+    const allowed = this.deps.corsOrigin;
+    if (origin === undefined || allowed === null) return false;
+    if (origin !== allowed) {
+      this.refuse(res, new Refusal(403, 'this origin may not call the Kubernetes API proxy'), 'none');
+      return true;
+    }
+    res.setHeader('Access-Control-Allow-Origin', origin);
+    res.setHeader('Access-Control-Allow-Credentials', 'true');
+    res.setHeader('Vary', 'Origin');
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+      res.setHeader('Access-Control-Allow-Methods', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+      const requested = req.headers['access-control-request-headers'];
+      if (requested) res.setHeader('Access-Control-Allow-Headers', requested);
+      res.setHeader('Access-Control-Max-Age', '86400');
+      res.writeHead(204);
+      res.end();
+      return true;
+    }
+    return false;
+  }
+
   private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const { metrics } = this.deps;
+    if (this.cors(req, res)) return;
     const abort = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
@@ -226,6 +258,8 @@ export class KubernetesApiProxy {
     });
     // TLS server sockets are not half-open by default; an upgraded stream closes each direction on its own.
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
+    this.upgraded.add(socket);
+    socket.once('close', () => this.upgraded.delete(socket));
     const abort = new AbortController();
     socket.once('close', () => abort.abort());
     if (!isUpgradeRequest(req.headers)) return this.refuseRaw(socket, new Refusal(400, 'bad upgrade request'));

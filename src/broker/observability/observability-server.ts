@@ -3,8 +3,7 @@
  * HTTP) and /readiness (every listener is up and kas is not shutting down).
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { AddressInfo } from 'node:net';
-import { formatAddress, parseListenAddress } from '../../shared/address.js';
+import { listenFastify } from '../fastify-listen.js';
 import type { KasMetrics } from './metrics.js';
 
 export class ObservabilityServer {
@@ -36,16 +35,7 @@ export class ObservabilityServer {
   }
 
   async start(): Promise<string> {
-    const addr = parseListenAddress(this.address)!;
-    try {
-      // No host means every interface: IPv6 and IPv4 where the machine has IPv6, IPv4 otherwise.
-      await this.app.listen({ host: addr.host ?? '::', port: addr.port });
-    } catch (err) {
-      if (addr.host !== undefined || !['EAFNOSUPPORT', 'EADDRNOTAVAIL'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-      await this.app.listen({ host: '0.0.0.0', port: addr.port });
-    }
-    const a = this.app.server.address() as AddressInfo;
-    this.boundAddress = formatAddress(a);
+    this.boundAddress = await listenFastify(this.app, this.address);
     return this.boundAddress;
   }
 

@@ -5,7 +5,7 @@
  * handshake is done, the agent is registered. Sessions are drained at their maximum age (jittered) so
  * load rebalances across kas replicas, and on shutdown.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
@@ -34,6 +34,8 @@ export interface AgentListenerDeps {
   metrics: KasMetrics;
   logger: Logger;
   processBudget: BufferBudget;
+  /** Counts a connection attempt of a token (by its digest); false when over the per-minute limit. */
+  connectionAllowed: (tokenDigest: string) => Promise<boolean>;
 }
 
 const MAX_META_LENGTH = 256;
@@ -73,7 +75,9 @@ export class AgentListener {
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
-      maxPayload: deps.tunnel.max_frame_size,
+      // A margin above our own limit, so an oversized frame reaches the session and gets its coded
+      // close (FRAME_TOO_LARGE) rather than ws's generic 1009; ws still caps what it buffers.
+      maxPayload: deps.tunnel.max_frame_size + 64 * 1024,
       clientTracking: false,
     });
   }
@@ -117,8 +121,21 @@ export class AgentListener {
       refuse(socket, 401, 'Unauthorized');
       return;
     }
-    this.deps.authenticator.authenticate(bearer.token).then(
+    const digest = createHash('sha256').update(bearer.token).digest('hex');
+    this.deps
+      .connectionAllowed(digest)
+      .then(async (allowed) => {
+        if (!allowed) {
+          metrics.agentConnections.inc({ outcome: 'rate_limited' });
+          metrics.rateLimitHits.inc();
+          refuse(socket, 429, 'Too Many Requests');
+          return undefined;
+        }
+        return this.deps.authenticator.authenticate(bearer.token);
+      })
+      .then(
       (identity) => {
+        if (identity === undefined) return;
         if (!identity) {
           metrics.agentConnections.inc({ outcome: 'unauthorized' });
           logger.info({ remote: req.socket.remoteAddress }, 'agent connection refused: unknown token');
@@ -129,7 +146,7 @@ export class AgentListener {
           refuse(socket, 503, 'Service Unavailable');
           return;
         }
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket as Socket, identity));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket as Socket, identity, bearer.token));
       },
       (err: unknown) => {
         metrics.agentConnections.inc({ outcome: 'auth_error' });
@@ -139,7 +156,7 @@ export class AgentListener {
     );
   }
 
-  private accept(ws: WebSocket, socket: Socket, identity: AgentIdentity): void {
+  private accept(ws: WebSocket, socket: Socket, identity: AgentIdentity, token: string): void {
     const { tunnel, registry, metrics, processBudget } = this.deps;
     const connectionId = randomUUID();
     const logger = this.deps.logger.child({ agentId: identity.agentId, sessionId: connectionId });
@@ -154,6 +171,7 @@ export class AgentListener {
     metrics.sessions.inc();
     let unregister: (() => void) | null = null;
     let ageTimer: NodeJS.Timeout | null = null;
+    let revalidateTimer: NodeJS.Timeout | null = null;
     session.ready.then(
       (hello) => {
         const meta = agentMetaFromHello(hello);
@@ -168,12 +186,14 @@ export class AgentListener {
           void session.drain('maximum connection age reached', tunnel.drain_grace);
         }, age * (0.9 + Math.random() * 0.2));
         ageTimer.unref();
+        revalidateTimer = this.scheduleRevalidation(session, identity, token, logger);
       },
       () => undefined,
     );
     session.on('close', (err: TunnelError | null) => {
       this.sessions.delete(session);
       if (ageTimer) clearTimeout(ageTimer);
+      if (revalidateTimer) clearInterval(revalidateTimer);
       unregister?.();
       metrics.sessions.dec();
       metrics.connectedAgents.set(registry.agentCount);
@@ -181,6 +201,29 @@ export class AgentListener {
       if (err && err.code !== 'SESSION_CLOSED' && err.code !== 'GOING_AWAY') logger.info({ code: err.code, msg: err.message }, 'agent session closed with an error');
       else logger.info('agent session closed');
     });
+  }
+
+  /**
+   * Checks the token of a connected session again every interval (which also tells GitLab the agent
+   * is connected); a revoked token closes the session with AUTH_REVOKED. A failure to ask keeps the
+   * session: GitLab being down must not disconnect every agent.
+   */
+  private scheduleRevalidation(session: Session, identity: AgentIdentity, token: string, logger: Logger): NodeJS.Timeout | null {
+    const auth = this.deps.authenticator;
+    if (!auth.revalidate || !auth.revalidateIntervalMs) return null;
+    const timer = setInterval(() => {
+      auth.revalidate!(token).then(
+        (now) => {
+          if (now && now.agentId === identity.agentId) return;
+          logger.warn('agent token is no longer valid: closing the session');
+          this.deps.metrics.agentConnections.inc({ outcome: 'revoked' });
+          session.close(new TunnelError('AUTH_REVOKED', 'the agent token is no longer valid'));
+        },
+        (err: unknown) => logger.warn({ err }, 'could not revalidate the agent token; keeping the session'),
+      );
+    }, auth.revalidateIntervalMs);
+    timer.unref();
+    return timer;
   }
 
   /** Stops accepting connections and drains every session; resolves when all are closed. */

@@ -1,0 +1,198 @@
+/**
+ * GitLab mode authentication: agents by introspecting their token (`agent_info`), proxy users by
+ * their credential kind (personal access token, CI job token, session cookie, or a JWT from GitLab
+ * itself). Answers are cached under hashes of the credentials (never the credentials themselves);
+ * concurrent look-ups share one call; GitLab's definite refusals are cached briefly, failures to
+ * reach it not at all.
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from '../../shared/logger.js';
+import { bearerToken } from '../auth/bearer.js';
+import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyDecision, ProxyRequestCredentials } from '../auth/types.js';
+import { AsyncCache, type Outcome } from './async-cache.js';
+import { GitLabError, type GitLabClient } from './client.js';
+import { ciAccessImpersonation, userAccessImpersonation } from './impersonation.js';
+import { verifyForKas } from './jwt.js';
+
+export interface GitLabAuthOptions {
+  client: GitLabClient;
+  logger: Logger;
+  infoCacheTtlMs: number;
+  infoCacheErrorTtlMs: number;
+  proxyCacheTtlMs: number;
+  proxyCacheErrorTtlMs: number;
+  /** Secret of JWTs GitLab signs for kas (api.listen.authentication_secret_file, else gitlab's). */
+  gitlabToKasSecret: Buffer;
+  /** Called on every proxy decision made from GitLab's answers, for usage metrics. */
+  onProxyUse?: (decision: ProxyDecision, userId: number | null) => void;
+}
+
+export interface AgentAuthInfo extends AgentIdentity {
+  defaultBranch: string;
+}
+
+const COOKIE_NAME = '_gitlab_kas';
+
+function digest(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex');
+}
+
+function isDefinite(err: unknown): boolean {
+  return err instanceof GitLabError && err.definite;
+}
+
+/** Reads one cookie's value from Cookie headers. */
+function cookieValue(raw: readonly string[], name: string): string | null {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'cookie') continue;
+    for (const part of raw[i + 1]!.split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+    }
+  }
+  return null;
+}
+
+function headerValue(raw: readonly string[], name: string): string | null {
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1]!;
+  return null;
+}
+
+const AGENT_ID = /^\d{1,18}$/;
+
+interface ProxyAnswer {
+  decision: ProxyDecision;
+  userId: number | null;
+}
+
+export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
+  private readonly o: GitLabAuthOptions;
+  private readonly agentCache = new AsyncCache<AgentAuthInfo>();
+  private readonly proxyCache = new AsyncCache<ProxyAnswer>();
+
+  constructor(options: GitLabAuthOptions) {
+    this.o = options;
+  }
+
+  /** How often a connected agent's token is checked again: half the success TTL. */
+  get revalidateIntervalMs(): number {
+    return Math.max(1000, Math.floor(this.o.infoCacheTtlMs / 2));
+  }
+
+  private agentTtl = (outcome: Outcome<AgentAuthInfo>): number => {
+    if (outcome.ok) return this.o.infoCacheTtlMs;
+    return isDefinite(outcome.error) ? this.o.infoCacheErrorTtlMs : 0;
+  };
+
+  private async loadAgent(token: string): Promise<AgentAuthInfo> {
+    const info = await this.o.client.agentInfo(token);
+    return { agentId: info.agent_id, agentName: info.agent_name, projectId: info.project_id, defaultBranch: info.default_branch };
+  }
+
+  /** Resolves the agent, null for a token GitLab refuses; throws when GitLab cannot be asked. */
+  async authenticate(token: string): Promise<AgentAuthInfo | null> {
+    try {
+      return await this.agentCache.get(digest('agent', token), () => this.loadAgent(token), this.agentTtl);
+    } catch (err) {
+      if (isDefinite(err)) return null;
+      throw err;
+    }
+  }
+
+  /** Asks GitLab again (bypassing the cache) and refreshes the cache; used for connected agents. */
+  async revalidate(token: string): Promise<AgentAuthInfo | null> {
+    const key = digest('agent', token);
+    try {
+      const info = await this.loadAgent(token);
+      this.agentCache.put(key, { ok: true, value: info }, this.o.infoCacheTtlMs);
+      return info;
+    } catch (err) {
+      if (isDefinite(err)) {
+        this.agentCache.put(key, { ok: false, error: err }, this.o.infoCacheErrorTtlMs);
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  // ---- proxy credentials -------------------------------------------------------------------
+
+  async authorize(req: ProxyRequestCredentials): Promise<ProxyAuthResult> {
+    const hasAuthorization = req.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization');
+    if (hasAuthorization) {
+      const bearer = bearerToken(req.rawHeaders);
+      if (!bearer.ok) return { ok: false, status: 401, message: bearer.message };
+      const token = bearer.token;
+      if (token.startsWith('pat:') || token.startsWith('ci:')) {
+        const kind = token.startsWith('pat:') ? 'pat' : 'ci';
+        const rest = token.slice(kind.length + 1);
+        const colon = rest.indexOf(':');
+        const agentText = colon > 0 ? rest.slice(0, colon) : '';
+        const secret = colon > 0 ? rest.slice(colon + 1) : '';
+        if (!AGENT_ID.test(agentText) || secret === '') return { ok: false, status: 401, message: `expected "Bearer ${kind}:<agent-id>:<token>"` };
+        const agentId = Number(agentText);
+        return kind === 'pat' ? this.viaGitLab(digest('pat', agentText, secret), () => this.userAccess(agentId, 'personal_access_token', secret, '')) : this.viaGitLab(digest('ci', agentText, secret), () => this.ciAccess(agentId, secret));
+      }
+      return this.gitlabJwt(token, req);
+    }
+    const cookie = cookieValue(req.rawHeaders, COOKIE_NAME);
+    if (cookie === null) return { ok: false, status: 401, message: 'no credentials' };
+    const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id') ?? req.query.get('gitlab-agent-id');
+    const csrf = headerValue(req.rawHeaders, 'x-csrf-token') ?? req.query.get('gitlab-csrf-token');
+    if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a session cookie needs the agent id (Gitlab-Agent-Id header or gitlab-agent-id query parameter)' };
+    if (!csrf) return { ok: false, status: 400, message: 'a session cookie needs the CSRF token (X-Csrf-Token header or gitlab-csrf-token query parameter)' };
+    const agentId = Number(agentText);
+    return this.viaGitLab(digest('cookie', agentText, cookie, csrf), () => this.userAccess(agentId, 'session_cookie', cookie, csrf));
+  }
+
+  private async viaGitLab(key: string, load: () => Promise<ProxyAnswer>): Promise<ProxyAuthResult> {
+    try {
+      const answer = await this.proxyCache.get(key, load, (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || o.error instanceof ProxyRefusal ? this.o.proxyCacheErrorTtlMs : 0));
+      this.o.onProxyUse?.(answer.decision, answer.userId);
+      return { ok: true, decision: answer.decision };
+    } catch (err) {
+      // One answer for every refusal GitLab gives, so agent ids cannot be enumerated.
+      if (isDefinite(err)) return { ok: false, status: 401, message: 'Unauthorized' };
+      if (err instanceof ProxyRefusal) return { ok: false, status: err.status, message: err.message };
+      this.o.logger.warn({ err }, 'GitLab could not authorize a proxy request');
+      return { ok: false, status: 503, message: 'GitLab is unavailable; try again' };
+    }
+  }
+
+  private async userAccess(agentId: number, accessType: 'personal_access_token' | 'session_cookie', accessKey: string, csrf: string): Promise<ProxyAnswer> {
+    const answer = await this.o.client.authorizeProxyUser({ agent_id: agentId, access_type: accessType, access_key: accessKey, ...(csrf && { csrf_token: csrf }) });
+    if (answer.agent.id !== agentId) throw new ProxyRefusal(401, 'Unauthorized');
+    return {
+      decision: { agentId, impersonate: userAccessImpersonation(answer, accessType), credential: accessType === 'personal_access_token' ? 'pat' : 'session_cookie' },
+      userId: answer.user.id,
+    };
+  }
+
+  private async ciAccess(agentId: number, jobToken: string): Promise<ProxyAnswer> {
+    const job = await this.o.client.allowedAgentsForJob(jobToken);
+    const agent = job.allowed_agents.find((a) => a.id === agentId);
+    if (!agent) throw new ProxyRefusal(403, `this CI job may not use agent ${agentId}`);
+    return { decision: { agentId, impersonate: ciAccessImpersonation(job, agent), credential: 'ci' }, userId: job.user.id };
+  }
+
+  /** A JWT GitLab signed for kas: GitLab itself calls the proxy, acting as the agent named by Gitlab-Agent-Id. */
+  private async gitlabJwt(token: string, req: ProxyRequestCredentials): Promise<ProxyAuthResult> {
+    const claims = await verifyForKas(token, this.o.gitlabToKasSecret);
+    if (!claims) return { ok: false, status: 401, message: 'Unauthorized' };
+    const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id');
+    if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a call from GitLab needs the Gitlab-Agent-Id header' };
+    const decision: ProxyDecision = { agentId: Number(agentText), impersonate: null, credential: 'gitlab_jwt' };
+    this.o.onProxyUse?.(decision, null);
+    return { ok: true, decision };
+  }
+}
+
+/** A refusal kas decides itself from GitLab's (positive) answer. */
+class ProxyRefusal extends Error {
+  constructor(
+    readonly status: 401 | 403,
+    message: string,
+  ) {
+    super(message);
+  }
+}

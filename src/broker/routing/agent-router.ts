@@ -1,0 +1,79 @@
+/**
+ * Finds a way to an agent for one request: a session of the agent on this replica if there is one,
+ * else (with Redis) a replica that holds the agent, reached through a `route` stream on a kas-to-kas
+ * session. Waits up to the agent wait timeout for the agent to appear anywhere, woken by local
+ * registrations and by other replicas' announcements (pub/sub), with a slow poll as a safety net.
+ */
+import type { Head } from '../../protocol/frames.js';
+import { encodeRouteHead } from '../../protocol/route.js';
+import type { Session } from '../../protocol/session.js';
+import type { TunnelStream } from '../../protocol/stream.js';
+import type { KasMetrics } from '../observability/metrics.js';
+import type { AgentRegistry } from '../tunnel/agent-registry.js';
+import type { PeerPool } from './peer-pool.js';
+import type { RedisSharedState } from './shared-state.js';
+
+export interface OpenedStream {
+  stream: TunnelStream;
+  /** The session the stream runs on: to exclude it when retrying elsewhere. */
+  via: Session;
+}
+
+export interface OpenOptions {
+  end: boolean;
+  timeoutMs: number;
+  signal: AbortSignal;
+  /** Sessions not to use (they refused this request already). */
+  tried: ReadonlySet<Session>;
+}
+
+/** How often a waiting request asks Redis again, in case an announcement was missed. */
+const POLL_MS = 1000;
+
+export class AgentRouter {
+  constructor(
+    private readonly registry: AgentRegistry,
+    private readonly metrics: KasMetrics,
+    private readonly shared: RedisSharedState | null,
+    private readonly peers: PeerPool | null,
+  ) {}
+
+  /**
+   * Opens a stream to the agent with `head`; null when no replica holds the agent within the
+   * timeout, or the request was aborted. May throw TunnelError from openStream (STREAM_LIMIT).
+   */
+  async open(agentId: number, head: Head, o: OpenOptions): Promise<OpenedStream | null> {
+    const deadline = Date.now() + o.timeoutMs;
+    for (;;) {
+      const local = this.registry.pick(agentId, o.tried);
+      if (local) {
+        this.metrics.routedRequests.inc({ via: 'local' });
+        return { stream: local.openStream(head, { end: o.end }), via: local };
+      }
+      const remote = await this.openRemote(agentId, head, o);
+      if (remote) return remote;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || o.signal.aborted) return null;
+      const waits: Array<Promise<unknown>> = [this.registry.waitFor(agentId, remaining, o.signal, o.tried)];
+      if (this.shared) waits.push(this.shared.waitRegistered(agentId, Math.min(remaining, POLL_MS), o.signal));
+      await Promise.race(waits);
+      if (o.signal.aborted) return null;
+    }
+  }
+
+  private async openRemote(agentId: number, head: Head, o: OpenOptions): Promise<OpenedStream | null> {
+    if (!this.shared || !this.peers) return null;
+    for (const url of await this.shared.holders(agentId)) {
+      let session: Session;
+      try {
+        session = await this.peers.get(url);
+      } catch {
+        continue;
+      }
+      if (o.tried.has(session) || !session.acceptsStreams) continue;
+      this.metrics.routedRequests.inc({ via: 'peer' });
+      return { stream: session.openStream(encodeRouteHead({ agentId, head }), { end: o.end }), via: session };
+    }
+    return null;
+  }
+}

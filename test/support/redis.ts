@@ -1,0 +1,92 @@
+/**
+ * A real Redis server for tests: redis-server (Debian's package, installed by the test command's
+ * provisioning) on a free loopback port, no persistence, stopped by pid (also when a test fails).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+
+export interface TestRedis {
+  address: string;
+  port: number;
+  /** Stops the server (SIGKILL): Redis "goes away" for degraded-mode tests. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitReady(port: number): Promise<void> {
+  const start = Date.now();
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.write('PING\r\n');
+      });
+      s.once('data', (d: Buffer) => {
+        s.destroy();
+        resolve(d.toString().startsWith('+PONG'));
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() - start > 10_000) throw new Error(`redis-server did not answer on port ${port} within 10 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Installs Debian's redis-server when it is missing (the full test command's provisioning also does). */
+function ensureRedisServer(): void {
+  if (spawnSync('redis-server', ['--version']).status === 0) return;
+  process.stderr.write('redis-server is missing: installing Debian\'s redis-server\n');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
+  const run = (args: string[]) => spawnSync(sudo[0] ?? args[0]!, sudo.length ? [...sudo.slice(1), ...args] : args.slice(1), { env, stdio: 'inherit' });
+  run(['apt-get', 'update', '-qq']);
+  run(['apt-get', 'install', '-y', '-qq', 'redis-server']);
+  if (spawnSync('redis-server', ['--version']).status !== 0) {
+    throw new Error('redis-server is not installed and could not be installed: run `bash e2e/provision.sh` (or `apt-get install -y redis-server`) as root');
+  }
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  ensureRedisServer();
+  const port = await freePort();
+  let child: ChildProcess | null = null;
+  const launch = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+    await waitReady(port);
+  };
+  const kill = async () => {
+    const c = child;
+    child = null;
+    if (!c || c.exitCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await exited;
+  };
+  await launch();
+  const stopOnExit = () => (child as ChildProcess | null)?.kill('SIGKILL');
+  process.once('exit', stopOnExit);
+  return {
+    address: `127.0.0.1:${port}`,
+    port,
+    kill,
+    restart: launch,
+    async close() {
+      process.off('exit', stopOnExit);
+      await kill();
+    },
+  };
+}
