@@ -259,6 +259,7 @@ export class KasApp {
       proxyCacheTtlMs: config.agent.kubernetes_api.allowed_agent_cache_ttl,
       proxyCacheErrorTtlMs: config.agent.kubernetes_api.allowed_agent_cache_error_ttl,
       gitlabToKasSecret: apiSecretFile ? readSecretFile('api.listen.authentication_secret_file', apiSecretFile) : secret,
+      sharedRefusals: () => this.shared,
     });
     return { client, auth, corsOrigin: new URL(g.external_url ?? g.address).origin, usage };
   }

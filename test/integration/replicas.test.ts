@@ -261,3 +261,46 @@ describe('the per-token connection rate limit', () => {
     }
   });
 });
+
+describe('shared negative caches of GitLab answers', () => {
+  test('a token GitLab refused on one replica is refused by another without asking GitLab again', async () => {
+    const { startFakeGitLab } = await import('../support/fake-gitlab.js');
+    const gl = await startFakeGitLab();
+    gl.addProject({ id: 42, fullPath: 'acme/clusters' });
+    gl.addAgent({ id: 1, name: 'prod', projectId: 42, token: 'glagent-the-real-one-0123456789' });
+    const redis = await startRedis();
+    const upstream = await startUpstream((_req, res) => res.end('ok'));
+    const secretFile = join(process.env.TMPDIR ?? '/tmp', `kas-private-neg-${process.pid}.secret`);
+    writeFileSync(secretFile, `${secret.toString('base64')}\n`);
+    const stack = await startStack({
+      upstream,
+      startAgent: false,
+      gitlab: { url: gl.url, caPem: gl.caPem, secretFileContent: gl.secretFileContent, repositoryToken: gl.repositoryToken, agentToken: 'glagent-the-real-one-0123456789' },
+      kas: { redis: { server: { address: redis.address }, key_prefix: `neg-${process.pid}` }, private_api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } } },
+    });
+    const other = new KasApp({ config: stack.kas.config, logger: createLogger({ name: 'kas', level: 'silent' }) });
+    await other.start();
+    try {
+      const attempt = (app: KasApp) =>
+        new Promise<number>((resolve) => {
+          const req = tls.connect({ host: '127.0.0.1', port: Number(app.addresses.agent!.split(':')[1]), ca: stack.proxyCa, servername: 'localhost' }, () => {
+            req.write(`GET / HTTP/1.1\r\nHost: kas\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nAuthorization: Bearer glagent-stolen-or-revoked\r\n\r\n`);
+          });
+          req.once('data', (d: Buffer) => {
+            resolve(Number(/^HTTP\/1.1 (\d+)/.exec(d.toString())?.[1] ?? 0));
+            req.destroy();
+          });
+          req.on('error', () => resolve(0));
+        });
+      expect(await attempt(stack.kas)).toBe(401);
+      expect(await attempt(other)).toBe(401);
+      expect(gl.callsTo('/internal/kubernetes/agent_info').length).toBe(1);
+    } finally {
+      await other.stop();
+      await stack.close();
+      await upstream.close();
+      await redis.close();
+      await gl.close();
+    }
+  });
+});

@@ -23,8 +23,18 @@ export interface GitLabAuthOptions {
   proxyCacheErrorTtlMs: number;
   /** Secret of JWTs GitLab signs for kas (api.listen.authentication_secret_file, else gitlab's). */
   gitlabToKasSecret: Buffer;
+  /**
+   * Refusals shared with other replicas (Redis), consulted before asking GitLab and fed with every
+   * definite refusal; absent for a single replica (the local cache does the same job).
+   */
+  sharedRefusals?: () => SharedRefusals | null;
   /** Called on every proxy decision made from GitLab's answers, for usage metrics. */
   onProxyUse?: (decision: ProxyDecision, userId: number | null) => void;
+}
+
+export interface SharedRefusals {
+  refusedRecently(kind: string, digest: string): Promise<boolean>;
+  recordRefusal(kind: string, digest: string, ttlMs: number): Promise<void>;
 }
 
 export interface AgentAuthInfo extends AgentIdentity {
@@ -90,9 +100,22 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
   }
 
   /** Resolves the agent, null for a token GitLab refuses; throws when GitLab cannot be asked. */
-  async authenticate(token: string): Promise<AgentAuthInfo | null> {
+  /** Runs a GitLab look-up unless another replica saw GitLab refuse it recently; shares new refusals. */
+  private async sharing<T>(kind: string, key: string, ttlMs: number, load: () => Promise<T>): Promise<T> {
+    const shared = this.o.sharedRefusals?.() ?? null;
+    if (shared && (await shared.refusedRecently(kind, key))) throw new GitLabError(401, 'refused recently (shared cache)');
     try {
-      return await this.agentCache.get(digest('agent', token), () => this.loadAgent(token), this.agentTtl);
+      return await load();
+    } catch (err) {
+      if (shared && isDefinite(err)) await shared.recordRefusal(kind, key, ttlMs);
+      throw err;
+    }
+  }
+
+  async authenticate(token: string): Promise<AgentAuthInfo | null> {
+    const key = digest('agent', token);
+    try {
+      return await this.agentCache.get(key, () => this.sharing('agent', key, this.o.infoCacheErrorTtlMs, () => this.loadAgent(token)), this.agentTtl);
     } catch (err) {
       if (isDefinite(err)) return null;
       throw err;
@@ -147,7 +170,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
 
   private async viaGitLab(key: string, load: () => Promise<ProxyAnswer>): Promise<ProxyAuthResult> {
     try {
-      const answer = await this.proxyCache.get(key, load, (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || o.error instanceof ProxyRefusal ? this.o.proxyCacheErrorTtlMs : 0));
+      const answer = await this.proxyCache.get(key, () => this.sharing('proxy', key, this.o.proxyCacheErrorTtlMs, load), (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || o.error instanceof ProxyRefusal ? this.o.proxyCacheErrorTtlMs : 0));
       this.o.onProxyUse?.(answer.decision, answer.userId);
       return { ok: true, decision: answer.decision };
     } catch (err) {

@@ -298,6 +298,30 @@ export class RedisSharedState {
     return out;
   }
 
+  // ---- shared negative caches of GitLab answers -----------------------------------------------
+
+  /** True when some replica recorded GitLab's refusal of this credential (by its digest) recently. */
+  async refusedRecently(kind: string, digest: string): Promise<boolean> {
+    try {
+      const hit = await this.o.redis.exists(this.key('gitlab_refusal', kind, digest));
+      this.ok();
+      return hit === 1;
+    } catch (err) {
+      this.failed('negative_cache', err);
+      return false;
+    }
+  }
+
+  /** Records GitLab's refusal of a credential for every replica, for ttlMs. */
+  async recordRefusal(kind: string, digest: string, ttlMs: number): Promise<void> {
+    try {
+      await this.o.redis.set(this.key('gitlab_refusal', kind, digest), '1', 'PX', ttlMs);
+      this.ok();
+    } catch (err) {
+      this.failed('negative_cache', err);
+    }
+  }
+
   // ---- git push fan-out and rate limits ------------------------------------------------------
 
   async publishGitPush(projectId: number): Promise<void> {
