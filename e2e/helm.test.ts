@@ -5,6 +5,7 @@
  * probes, ports and security settings line up), and `helm template | kubectl apply --dry-run=server`
  * against a real kube-apiserver. Plus a real `helm install` of each chart into that API server.
  */
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseFlags } from '../src/agent/flags.js';
@@ -19,6 +20,7 @@ type Values = Record<string, unknown>;
 interface Container {
   name: string;
   args?: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: unknown }>;
   ports?: Array<{ name: string; containerPort: number }>;
   livenessProbe?: { httpGet?: { path: string; port: string | number } };
   readinessProbe?: { httpGet?: { path: string; port: string | number } };
@@ -216,11 +218,22 @@ function checkKas(objects: K8sObject[], values: Values) {
   const config = validateConfig(raw);
   // Every listener binds the container port the Service and the probes use.
   const ports = Object.fromEntries((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+  const files = [...config.standalone.agents.map((a) => a.token_file), ...config.standalone.proxy_tokens.map((t) => t.token_file)];
   expect({ agent: config.agent.listen.address, kubernetes_api: config.agent.kubernetes_api.listen.address, observability: config.observability.listen.address }).toEqual({
     agent: `0.0.0.0:${ports.agent}`,
     kubernetes_api: `0.0.0.0:${ports['kubernetes-api']}`,
     observability: `0.0.0.0:${ports.observability}`,
   });
+  if (config.redis) {
+    // Several replicas reach each other's private API at the pod IP.
+    expect(config.private_api.listen.address).toBe(`0.0.0.0:${ports['private-api']}`);
+    const env = c.env ?? [];
+    expect(env.find((e) => e.name === 'POD_IP')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'status.podIP' } });
+    expect(env.find((e) => e.name === 'OWN_PRIVATE_API_URL')?.value).toBe(`ws://$(POD_IP):${ports['private-api']}`);
+    const secretFile = config.private_api.listen.authentication_secret_file;
+    if (!secretFile) throw new Error('redis is configured but private_api.listen.authentication_secret_file is not');
+    files.push(secretFile);
+  }
   const service = findObject(objects, 'Service', findObject(objects, 'Deployment').metadata.name);
   expect((service.spec as { ports: Array<{ name: string; port: number }> }).ports.map((p) => [p.name, p.port])).toEqual([
     ['agent', 8150],
@@ -229,7 +242,6 @@ function checkKas(objects: K8sObject[], values: Values) {
   ]);
   // Every token file is a key of the mounted Secret.
   const existing = (values.standalone as { existingSecret?: string } | undefined)?.existingSecret;
-  const files = [...config.standalone.agents.map((a) => a.token_file), ...config.standalone.proxy_tokens.map((t) => t.token_file)];
   for (const file of files) {
     const { volume, key } = mountedFile(objects, file);
     if (existing) {
@@ -244,6 +256,7 @@ function checkKas(objects: K8sObject[], values: Values) {
   return config;
 }
 
+const PRIVATE_API_SECRET = randomBytes(32).toString('base64');
 const kasStandalone = {
   agents: [
     { id: 1, name: 'production', token: 'glagent-production-0123456789' },
@@ -303,14 +316,28 @@ const kasCases: Array<{ name: string; values: Values; check: (objects: K8sObject
     },
   },
   {
-    name: 'several replicas',
-    values: { standalone: kasStandalone, replicas: 3 },
+    name: 'several replicas (Redis, private API)',
+    values: { standalone: kasStandalone, replicas: 3, redis: { address: 'redis.gitlab.svc:6379', passwordSecret: { name: 'redis-auth', key: 'redis-password' } }, privateApi: { secret: PRIVATE_API_SECRET } },
     check(objects, values) {
-      checkKas(objects, values);
+      const config = checkKas(objects, values);
+      expect(config.redis?.server?.address).toBe('redis.gitlab.svc:6379');
+      const password = mountedFile(objects, config.redis!.password_file!);
+      expect([password.volume.secret?.secretName, password.key]).toEqual(['redis-auth', 'redis-password']);
+      const secret = findObject(objects, 'Secret', 'e2e-kas-tokens');
+      expect((secret.data as Record<string, string>)['private-api.secret']).toBe(Buffer.from(PRIVATE_API_SECRET).toString('base64'));
       expect((findObject(objects, 'Deployment').spec as { replicas: number }).replicas).toBe(3);
       const pdb = findObject(objects, 'PodDisruptionBudget');
       expect(pdb.spec).toMatchObject({ maxUnavailable: 1 });
       expect(JSON.stringify(podSpec(objects))).toContain('podAntiAffinity');
+    },
+  },
+  {
+    name: 'Redis Sentinel',
+    values: { standalone: kasStandalone, replicas: 2, redis: { sentinel: { masterName: 'kas', addresses: ['sentinel-0:26379', 'sentinel-1:26379'] } }, privateApi: { secret: PRIVATE_API_SECRET } },
+    check(objects, values) {
+      const config = checkKas(objects, values);
+      expect(config.redis?.sentinel).toMatchObject({ master_name: 'kas', addresses: ['sentinel-0:26379', 'sentinel-1:26379'] });
+      expect(config.redis?.server).toBeUndefined();
     },
   },
   {
@@ -409,6 +436,8 @@ describe('helm refuses values that cannot work', () => {
     { chart: 'kas', values: { config: { drainGraceSeconds: 60 } }, message: /terminationGracePeriodSeconds \(45\) must be above config\.drainGraceSeconds \(60\)/ },
     { chart: 'kas', values: { standalone: { agents: [{ id: 1, name: 'Not_A_Label', token: 't' }] } }, message: /not a DNS label/ },
     { chart: 'kas', values: { standalone: { ...kasStandalone, proxyTokens: [{ name: 'x', token: 't', agents: [9] }] } }, message: /agent 9 is not in standalone\.agents/ },
+    { chart: 'kas', values: { standalone: kasStandalone, replicas: 3 }, message: /several kas replicas need redis\.address/ },
+    { chart: 'kas', values: { standalone: kasStandalone, redis: { address: 'redis:6379' } }, message: /privateApi\.secret is required with redis/ },
   ])('$chart: $message', async ({ chart, values, message }) => {
     await expect(helm.template(CHARTS[chart], { values })).rejects.toThrow(message);
   });
@@ -417,7 +446,7 @@ describe('helm refuses values that cannot work', () => {
 describe('helm install into the real API server', () => {
   test.each<{ chart: 'agentk' | 'kas'; values: Values; notes: RegExp }>([
     { chart: 'agentk', values: { ...agentkBase, rbac: { impersonate: { enabled: true } } }, notes: /connected to kas/ },
-    { chart: 'kas', values: { standalone: kasStandalone, replicas: 2 }, notes: /agent connected/ },
+    { chart: 'kas', values: { standalone: kasStandalone, replicas: 2, redis: { address: 'redis:6379' }, privateApi: { secret: PRIVATE_API_SECRET } }, notes: /agent connected/ },
   ])('helm install $chart: the release is deployed and NOTES.txt says how to see agents connect', async ({ chart, values, notes }) => {
     const kubeconfig = path.join(k.dir, 'kubeconfig');
     const namespace = `install-${chart}`;

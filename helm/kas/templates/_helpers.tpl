@@ -44,7 +44,15 @@ policy/v1beta1
 kas's configuration file (docs/configuration.md), built from the values. Listeners bind every
 interface in the pod on kas's default ports; the Service and the probes use those ports.
 */}}
+{{/* True (non-empty) when Redis is configured. */}}
+{{- define "kas.redis" -}}
+{{- if or .Values.redis.address .Values.redis.sentinel.masterName }}true{{ end }}
+{{- end }}
+
 {{- define "kas.config" -}}
+{{- if and (gt (int .Values.replicas) 1) (not (include "kas.redis" .)) }}
+{{- fail (printf "replicas is %v: several kas replicas need redis.address (or redis.sentinel), so that a request reaches its agent through any replica" .Values.replicas) }}
+{{- end }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.config.drainGraceSeconds) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be above config.drainGraceSeconds (%v), or the kubelet kills kas while it drains" .Values.terminationGracePeriodSeconds .Values.config.drainGraceSeconds) }}
 {{- end }}
@@ -92,8 +100,21 @@ interface in the pod on kas's default ports; the Service and the probes use thos
     "listen" (dict "address" "0.0.0.0:8151")
     "logging" (dict "level" .Values.config.logLevel))
   "standalone" (dict "agents" $agents "proxy_tokens" $proxyTokens) }}
+{{- if include "kas.redis" . }}
+{{- $redis := dict "key_prefix" .Values.redis.keyPrefix "tls" (dict "enabled" .Values.redis.tls) }}
 {{- if .Values.redis.address }}
-{{- $_ := set $config "redis" (dict "server" (dict "address" .Values.redis.address) "key_prefix" .Values.redis.keyPrefix) }}
+{{- $_ := set $redis "server" (dict "address" .Values.redis.address) }}
+{{- else }}
+{{- $_ := set $redis "sentinel" (dict "master_name" .Values.redis.sentinel.masterName "addresses" .Values.redis.sentinel.addresses) }}
+{{- end }}
+{{- if .Values.redis.passwordSecret.name }}
+{{- $_ := set $redis "password_file" "/etc/kas/redis/password" }}
+{{- end }}
+{{- if and (not .Values.standalone.existingSecret) (not .Values.privateApi.secret) }}
+{{- fail "privateApi.secret is required with redis: base64 of 32 random bytes shared by the replicas (head -c 32 /dev/urandom | base64)" }}
+{{- end }}
+{{- $_ := set $config "redis" $redis }}
+{{- $_ := set $config "private_api" (dict "listen" (dict "address" "0.0.0.0:8155" "authentication_secret_file" "/etc/kas/secrets/private-api.secret")) }}
 {{- end }}
 {{- toYaml (mergeOverwrite $config (deepCopy .Values.config.extra)) }}
 {{- end }}
