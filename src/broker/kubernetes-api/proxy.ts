@@ -45,6 +45,7 @@ interface Prepared {
   decision: ProxyDecision;
   head: Head;
   hasBody: boolean;
+  upgrade: boolean;
 }
 
 /** How many sessions a bodiless request may try when a session refuses it (drain races). */
@@ -127,7 +128,7 @@ export class KubernetesApiProxy {
     }
     const hasBody = upgrade || req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     const head = encodeRequestHead({ method: req.method ?? 'GET', path, headers: forwardHeaders(req.rawHeaders, upgrade), impersonate: decision.impersonate });
-    return { decision, head, hasBody };
+    return { decision, head, hasBody, upgrade };
   }
 
   /**
@@ -156,7 +157,10 @@ export class KubernetesApiProxy {
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         const head = await waitReply(stream);
-        return { stream, reply: decodeResponseHead(head) };
+        const reply = decodeResponseHead(head);
+        // 1xx is never a final answer (agentk relays only final ones); 101 only answers an upgrade.
+        if (reply.status < 200 && !(p.upgrade && reply.status === 101)) throw new TunnelError('PROTOCOL_ERROR', `status ${reply.status} is not a final response to this request`);
+        return { stream, reply };
       } catch (err) {
         stream.reset('PROTOCOL_ERROR', 'bad reply');
         const code = isTunnelError(err) ? err.code : 'INTERNAL';
