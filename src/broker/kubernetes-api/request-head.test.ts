@@ -28,7 +28,8 @@ describe('what kas forwards of a request', () => {
       ['Host', 'kas', 'Authorization', 'Bearer x', 'Cookie', 'c', 'Gitlab-Agent-Id', '1', 'X-Csrf-Token', 't', 'Connection', 'keep-alive, X-Hop', 'X-Hop', 'h', 'Keep-Alive', '5', 'Transfer-Encoding', 'chunked', 'Accept', 'application/json', 'Content-Length', '5', 'Via', '1.0 lb'],
       false,
     );
-    expect(out).toEqual([['Accept', 'application/json'], ['Content-Length', '5'], ['Via', `1.0 lb, ${VIA}`]]);
+    // Content-Length goes too: beside Transfer-Encoding it is void (see the test below).
+    expect(out).toEqual([['Accept', 'application/json'], ['Via', `1.0 lb, ${VIA}`]]);
   });
 
   test('an upgrade keeps exactly Connection: Upgrade and the Upgrade header', () => {
@@ -49,4 +50,9 @@ describe('what kas forwards of a request', () => {
     expect(responseHeaders(h, false)).toEqual([['Content-Type', 'a']]);
     expect(responseHeaders(h, true)).toEqual([['Content-Type', 'a'], ['Connection', 'Upgrade'], ['Upgrade', 'websocket']]);
   });
+});
+
+test('a Content-Length beside Transfer-Encoding is not forwarded (the body was framed by Transfer-Encoding)', () => {
+  const out = forwardHeaders(['Content-Length', '4', 'Transfer-Encoding', 'chunked', 'X-Kept', 'yes'], false);
+  expect(out).toEqual([['X-Kept', 'yes'], ['Via', VIA]]);
 });

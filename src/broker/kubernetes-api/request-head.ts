@@ -55,6 +55,9 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
       for (const t of rawHeaders[i + 1]!.split(',')) connectionTokens.add(t.trim().toLowerCase());
     }
   }
+  // With Transfer-Encoding, Content-Length is void (RFC 9112 6.3) and Node framed the body by the
+  // former; forwarding the latter would let the next hop frame the same bytes differently.
+  const chunked = rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'transfer-encoding');
   const out: HeaderPair[] = [];
   let via: string | null = null;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -62,6 +65,7 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
     const lower = name.toLowerCase();
     const value = rawHeaders[i + 1]!;
     if (CREDENTIAL_HEADERS.has(lower)) continue;
+    if (chunked && lower === 'content-length') continue;
     if (lower === 'via') {
       via = via ? `${via}, ${value}` : value;
       continue;
