@@ -146,6 +146,7 @@ export const configSchema = z.strictObject({
           ...tlsFiles,
           max_connection_age: duration('2h'),
           connections_per_token_per_minute: z.number().int().min(1).default(40000),
+          headers_timeout: duration('10s'),
         })
         .prefault({})
         .superRefine(tlsPair),
@@ -153,7 +154,7 @@ export const configSchema = z.strictObject({
       kubernetes_api: z
         .strictObject({
           listen: z
-            .strictObject({ address: address('0.0.0.0:8154'), ...tlsFiles })
+            .strictObject({ address: address('0.0.0.0:8154'), ...tlsFiles, headers_timeout: duration('30s') })
             .prefault({})
             .superRefine(tlsPair),
           url_path_prefix: z

@@ -21,6 +21,7 @@ import type { KasConfig } from '../configuration/schema.js';
 import type { KasMetrics } from '../observability/metrics.js';
 import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
 import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
+import { answerClientError } from '../client-error.js';
 
 export interface ProxyDeps {
   config: KasConfig['agent']['kubernetes_api'];
@@ -78,12 +79,14 @@ export class KubernetesApiProxy {
   async start(): Promise<string> {
     const { config } = this.deps;
     const tls = readTlsFiles('agent.kubernetes_api.listen', config.listen);
-    const server = tls ? https.createServer({ ...tls }) : http.createServer();
-    server.headersTimeout = 30_000;
+    // headers_timeout bounds slow-header clients; Node checks it every connectionsCheckingInterval.
+    const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.listen.headers_timeout / 4)) };
+    const server = tls ? https.createServer({ ...tls, ...checking }) : http.createServer(checking);
+    server.headersTimeout = config.listen.headers_timeout;
     server.requestTimeout = 0;
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.track(this.onUpgrade(req, socket, head)));
-    server.on('clientError', (_err, socket) => socket.destroy());
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
     this.boundAddress = await listenOn(server, parseListenAddress(config.listen.address)!);
     this.server = server;
     return this.boundAddress;

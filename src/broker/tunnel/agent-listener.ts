@@ -25,6 +25,7 @@ import type { KasMetrics } from '../observability/metrics.js';
 import type { AgentMeta, AgentRegistry } from './agent-registry.js';
 import { sessionOptionsFrom } from './session-options.js';
 import { readTlsFiles } from '../../shared/tls-files.js';
+import { answerClientError } from '../client-error.js';
 
 export interface AgentListenerDeps {
   listen: KasConfig['agent']['listen'];
@@ -85,15 +86,18 @@ export class AgentListener {
   async start(): Promise<string> {
     const { listen } = this.deps;
     const tls = readTlsFiles('agent.listen', listen);
-    const server = tls ? https.createServer({ ...tls }) : http.createServer();
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 30_000;
+    // A client must send its whole upgrade request within headers_timeout (slow-header attacks);
+    // Node checks that deadline every connectionsCheckingInterval, so that follows the timeout.
+    const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, listen.headers_timeout / 4)) };
+    const server = tls ? https.createServer({ ...tls, ...checking }) : http.createServer(checking);
+    server.headersTimeout = listen.headers_timeout;
+    server.requestTimeout = Math.max(30_000, listen.headers_timeout);
     server.on('request', (_req, res) => {
       res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket', Connection: 'Upgrade' });
       res.end('agent endpoint: WebSocket upgrade required\n');
     });
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
-    server.on('clientError', (_err, socket) => socket.destroy());
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
     this.boundAddress = await listenOn(server, parseListenAddress(listen.address)!);
     this.server = server;
     return this.boundAddress;
