@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuMs, killAllNow, rssBytes, run, sleep, stopAll, stopProcess } from './lib/proc.js';
+import { cpuMs, have, killAllNow, rssBytes, run, sleep, stopAll, stopProcess } from './lib/proc.js';
 import { authHeaders, baseUrl, ceilingPath, directPath, makeSecrets, oursPath, ROOT, DIST, sshPath, startSshd, startUpstream, type HostPort, type Member, type OursPath, type Path, type Secrets, type Sshd } from './lib/stack.js';
 import { fmt, fmtSpread, median, round, spread, table, type Spread } from './lib/stats.js';
 import { curlBulk, LoadGen, scrape, startHeld, Wrk, type WrkResult } from './lib/tools.js';
@@ -622,6 +622,13 @@ async function main(): Promise<void> {
     await profileRun({ quick: opts.quick });
     return;
   }
+  const missing: string[] = [];
+  for (const tool of ['wrk', 'curl']) if (!(await have(tool))) missing.push(tool);
+  if (missing.length) {
+    console.error(`npm run bench needs ${missing.join(' and ')} (Debian: apt-get install -y ${missing.join(' ')} openssh-server openssh-client time)`);
+    process.exitCode = 1;
+    return;
+  }
   const started = new Date();
   const machine = machineFacts();
   const loadStart = os.loadavg();
@@ -662,8 +669,10 @@ async function main(): Promise<void> {
     };
     ctx.phaseSeconds.setup = round(performance.now() / 1000, 1);
     await phase('warm-up', () => warmUp(ctx));
+    const loadByRound: number[] = [];
     for (ctx.round = 1; ctx.round <= opts.rounds; ctx.round++) {
       console.log(`round ${ctx.round}/${opts.rounds} (load average ${os.loadavg()[0]!.toFixed(2)})`);
+      loadByRound.push(round(os.loadavg()[0]!, 2));
       await runRound(ctx);
     }
     ctx.round = opts.rounds;
@@ -679,6 +688,7 @@ async function main(): Promise<void> {
         }
       });
     }
+    const loadBeforeScale = os.loadavg().map((x) => round(x, 2));
     const scale = opts.scale ? await runScale(ctx) : latestScale(ctx);
 
     const summary = summarize(ctx.raw);
@@ -693,7 +703,14 @@ async function main(): Promise<void> {
       date: started.toISOString(),
       durationSeconds: Math.round((finished.getTime() - started.getTime()) / 1000),
       mode: opts.quick ? 'quick' : 'full',
-      machine: { ...machine, loadAverageStart: loadStart.map((x) => round(x, 2)), loadAverageEnd: os.loadavg().map((x) => round(x, 2)), tools: await toolVersions() },
+      machine: {
+        ...machine,
+        loadAverageStart: loadStart.map((x) => round(x, 2)),
+        loadAverageAtEachRound: loadByRound,
+        loadAverageAfterRounds: loadBeforeScale,
+        loadAverageEnd: os.loadavg().map((x) => round(x, 2)),
+        tools: await toolVersions(),
+      },
       config: {
         rounds: opts.rounds,
         bulkBytes: opts.bulkBytes,
