@@ -79,17 +79,25 @@ export class FaultProxy {
   }
 
   private forward(pair: Pair, from: net.Socket, to: net.Socket, direction: Direction): void {
-    // Bytes delayed earlier go out before anything sent later, also after the mode changed.
-    let lastDue = 0;
-    const write = (chunk: Buffer, delayMs: number) => {
+    // One FIFO per direction: bytes delayed earlier go out before anything sent later, also after
+    // the mode changed (separate timers could fire out of order and corrupt the TLS stream).
+    const queue: Array<{ due: number; chunk: Buffer | null }> = [];
+    let timer: NodeJS.Timeout | null = null;
+    const pump = () => {
+      timer = null;
       const now = Date.now();
-      const due = Math.max(now + delayMs, lastDue);
-      lastDue = due;
-      if (due <= now) to.write(chunk);
-      else
-        setTimeout(() => {
-          if (!to.destroyed) to.write(chunk);
-        }, due - now);
+      while (queue.length > 0 && queue[0]!.due <= now) {
+        const { chunk } = queue.shift()!;
+        if (to.destroyed) continue;
+        if (chunk) to.write(chunk);
+        else to.end();
+      }
+      if (queue.length > 0) timer = setTimeout(pump, queue[0]!.due - now);
+    };
+    const write = (chunk: Buffer | null, delayMs: number) => {
+      queue.push({ due: Date.now() + delayMs, chunk });
+      if (queue.length === 1 && delayMs === 0) pump();
+      else if (!timer) timer = setTimeout(pump, Math.max(0, queue[0]!.due - Date.now()));
     };
     from.on('data', (chunk: Buffer) => {
       const { mode, delayMs = 0, drop } = pair.settings;
@@ -112,7 +120,7 @@ export class FaultProxy {
       }
     });
     from.on('end', () => {
-      if (pair.settings.mode === 'pass' || pair.settings.mode === 'delay') setTimeout(() => to.end(), Math.max(0, lastDue - Date.now()));
+      if (pair.settings.mode === 'pass' || pair.settings.mode === 'delay') write(null, 0);
     });
   }
 
