@@ -222,6 +222,26 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     sock.destroy();
   });
 
+  test('a client that half-closes after sending its request still receives the whole reply', async () => {
+    custom = (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      // Answer late, after the client's FIN has certainly reached kas.
+      req.on('end', () => setTimeout(() => res.end(`got ${Buffer.concat(chunks).length} bytes`), 200));
+    };
+    const url = new URL(stack.proxyUrl);
+    const sock = tls.connect({ host: url.hostname, port: Number(url.port), ca: stack.proxyCa, servername: 'localhost' });
+    sock.allowHalfOpen = true;
+    await new Promise((r) => sock.once('secureConnect', r));
+    sock.end(`POST /custom/half-close HTTP/1.1\r\nHost: kas\r\nAuthorization: ${stack.bearer()}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`);
+    const received: Buffer[] = [];
+    sock.on('data', (c: Buffer) => received.push(c));
+    await new Promise((r) => sock.once('close', r));
+    const text = Buffer.concat(received).toString();
+    expect(text).toMatch(/^HTTP\/1.1 200 /);
+    expect(text).toContain('got 5 bytes');
+  });
+
   test('200 concurrent requests on one agent with one stalled reader: all others complete', async () => {
     const stalled = await proxyRequest(stack, 'GET', `/api/v1/big?size=${64 * 1024 * 1024}`);
     stalled.pause();

@@ -81,7 +81,11 @@ export class KubernetesApiProxy {
     const tls = readTlsFiles('agent.kubernetes_api.listen', config.listen);
     // headers_timeout bounds slow-header clients; Node checks it every connectionsCheckingInterval.
     const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.listen.headers_timeout / 4)) };
-    const server = tls ? https.createServer({ ...tls, ...checking }) : http.createServer(checking);
+    // A client may half-close (FIN after its request) and still read the reply: keep the socket
+    // open for writing (TLS sockets close both ways by default) and let Node's HTTP layer finish the
+    // response before ending it (by default it aborts the request on the client's FIN).
+    const server = tls ? https.createServer({ ...tls, ...checking, allowHalfOpen: true }) : http.createServer(checking);
+    (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     server.headersTimeout = config.listen.headers_timeout;
     server.requestTimeout = 0;
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
@@ -217,6 +221,15 @@ export class KubernetesApiProxy {
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
+    // The client's FIN: before the answer began it is a half-close (the client sent its request and
+    // waits for the reply, which it gets); once the answer is streaming it means the client is gone
+    // (kubectl closing a watch), so the request is aborted at once instead of at the next write.
+    const socket = req.socket;
+    const onClientEnd = () => {
+      if (res.headersSent && !res.writableFinished) res.destroy();
+    };
+    socket.once('end', onClientEnd);
+    res.once('close', () => socket.off('end', onClientEnd));
     const prepared = await this.prepare(req, false);
     if (prepared instanceof Refusal) return this.refuse(res, prepared, 'none');
     const result = await this.exchange(prepared, abort.signal, (stream) => {
