@@ -1,6 +1,7 @@
 /**
  * One logical stream of a session, as a Node Duplex. Writing honours the peer's credit (a write's
- * callback fires once its bytes were framed and handed to the transport); reading returns credit
+ * callback fires at once while at most one chunk of the stream waits in the session, otherwise once
+ * its bytes were framed and handed to the transport); reading returns credit
  * to the peer as the consumer drains. Each direction ends on its own (`end()` sends END; the readable
  * side ends on the peer's END). `reset()` aborts both directions with a code.
  *

@@ -243,7 +243,11 @@ export class KubernetesApiProxy {
     const { stream, reply } = result;
     metrics.proxyRequests.inc({ status: `${Math.floor(reply.status / 100)}xx`, credential: prepared.decision.credential });
     res.writeHead(reply.status, flat(responseHeaders(reply.headers, false)));
-    res.flushHeaders();
+    // The head goes out with the first body bytes when they come in the same turn (one write for a
+    // small answer); a watch that stays silent still gets its head at once.
+    setImmediate(() => {
+      if (!res.headersSent && !res.destroyed) res.flushHeaders();
+    });
     await new Promise<void>((resolve) => {
       finished(stream, { writable: false }, (err) => {
         if (!err) return;
