@@ -112,3 +112,33 @@ export class TunnelStream extends Duplex {
     callback(err);
   }
 }
+
+/**
+ * Resolves with the peer's REPLY head of a stream this side opened; rejects with the stream's error,
+ * or CONNECTION_LOST when it closes first. Listeners are removed either way.
+ */
+export function replyOf(stream: TunnelStream): Promise<Head> {
+  if (stream.peerHead !== null && stream.local) return Promise.resolve(stream.peerHead);
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      stream.off('reply', onReply);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+    };
+    const onReply = (head: Head) => {
+      cleanup();
+      resolve(head);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new TunnelError('CONNECTION_LOST', 'the stream closed before the reply'));
+    };
+    stream.on('reply', onReply);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}

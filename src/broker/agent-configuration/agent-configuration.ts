@@ -12,9 +12,8 @@
  * Everything runs on the event loop; the public methods may be called at any time after construction.
  */
 import { AGENT_CONFIG_STREAM, decodeAgentConfigReply, encodeAgentConfigData, encodeAgentConfigHead, type AgentConfigReply } from '../../protocol/agent-config.js';
-import { isTunnelError, TunnelError } from '../../protocol/errors.js';
-import type { Head } from '../../protocol/frames.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import { isTunnelError } from '../../protocol/errors.js';
+import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentIdentity } from '../auth/types.js';
 import type { GitLabClient } from '../gitlab/client.js';
@@ -350,34 +349,15 @@ export class AgentConfigurationModule {
 }
 
 /** Resolves agentk's answer; rejects when the stream fails or ends first, or the answer is malformed. */
-function awaitReply(stream: TunnelStream): Promise<AgentConfigReply> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      stream.off('reply', onReply);
-      stream.off('error', onError);
-      stream.off('close', onClose);
-    };
-    const onReply = (head: Head) => {
-      cleanup();
-      try {
-        resolve(decodeAgentConfigReply(head));
-        // agentk sends no data; take whatever comes so the stream can finish.
-        stream.resume();
-      } catch (err) {
-        stream.reset('PROTOCOL_ERROR', 'invalid agent_config reply');
-        reject(err);
-      }
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new TunnelError('CONNECTION_LOST', 'the stream closed before agentk answered'));
-    };
-    stream.on('reply', onReply);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
+async function awaitReply(stream: TunnelStream): Promise<AgentConfigReply> {
+  const head = await replyOf(stream);
+  try {
+    const reply = decodeAgentConfigReply(head);
+    // agentk sends no data; take whatever comes so the stream can finish.
+    stream.resume();
+    return reply;
+  } catch (err) {
+    stream.reset('PROTOCOL_ERROR', 'invalid agent_config reply');
+    throw err;
+  }
 }

@@ -10,7 +10,7 @@ import { finished, type Duplex } from 'node:stream';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeResponseHead, encodeRequestHead, type HeaderPair, type HttpResponseHead } from '../../protocol/http.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import type { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import { kubernetesStatusBody } from '../../shared/k8s-status.js';
@@ -163,7 +163,7 @@ export class KubernetesApiProxy {
       const onAbort = () => stream.reset('CANCELLED', 'client went away');
       signal.addEventListener('abort', onAbort, { once: true });
       try {
-        const head = await waitReply(stream);
+        const head = await replyOf(stream);
         const reply = decodeResponseHead(head);
         // 1xx is never a final answer (agentk relays only final ones); 101 only answers an upgrade.
         if (reply.status < 200 && !(p.upgrade && reply.status === 101)) throw new TunnelError('PROTOCOL_ERROR', `status ${reply.status} is not a final response to this request`);
@@ -322,29 +322,4 @@ export class KubernetesApiProxy {
     const extra = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
     socket.end(`${statusLine(r.status)}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n${extra}\r\n${body.toString()}`);
   }
-}
-
-function waitReply(stream: TunnelStream): Promise<Head> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      stream.off('reply', onReply);
-      stream.off('error', onError);
-      stream.off('close', onClose);
-    };
-    const onReply = (head: Head) => {
-      cleanup();
-      resolve(head);
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new TunnelError('CONNECTION_LOST', 'stream closed before the reply'));
-    };
-    stream.on('reply', onReply);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
 }
