@@ -7,7 +7,6 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type http from 'node:http';
-import net from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { Redis } from 'ioredis';
@@ -15,6 +14,7 @@ import { KasApp } from '../../src/broker/app.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { gitlabToKasJwt } from '../support/fake-gitlab.js';
 import { startRedis, type TestRedis } from '../support/redis.js';
+import { startBalancer } from '../support/balancer.js';
 import { LogCapture, bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
 
 const secret = randomBytes(32);
@@ -25,40 +25,6 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tim
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** A round-robin TCP load balancer over the agent listeners of the replicas that accept connections. */
-async function startBalancer(backends: () => string[]): Promise<{ address: string; close(): Promise<void> }> {
-  let next = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    const list = backends();
-    const tryConnect = (attempt: number) => {
-      if (attempt >= list.length) return client.destroy();
-      const [host, port] = list[(next + attempt) % list.length]!.split(':');
-      const up = net.connect(Number(port), host);
-      up.once('connect', () => {
-        next++;
-        sockets.add(up);
-        up.on('close', () => sockets.delete(up));
-        client.pipe(up).pipe(client);
-        up.on('error', () => client.destroy());
-        client.on('error', () => up.destroy());
-      });
-      up.once('error', () => tryConnect(attempt + 1));
-    };
-    tryConnect(0);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
 }
 
 describe('several kas replicas with Redis', () => {
@@ -83,6 +49,11 @@ describe('several kas replicas with Redis', () => {
     redis = await startRedis();
     upstream = await startUpstream(
       (req, res) => {
+        if (req.url!.startsWith('/watch-forever')) {
+          res.writeHead(200);
+          res.write('{"type":"ADDED"}\n');
+          return;
+        }
         if (req.url!.startsWith('/watch')) {
           res.writeHead(200);
           res.write('event-1\n');
@@ -198,6 +169,16 @@ describe('several kas replicas with Redis', () => {
     try {
       await waitFor(() => replicas.reduce((n, r) => n + r.registry.connectionCount, 0) >= 2, 'the agent to connect through the balancer');
       const target = replicas[2]!;
+      // Long watches open through every replica: each must end (cut or finished) when the replica
+      // holding its tunnel restarts, never hang.
+      const watches = await Promise.all(replicas.map((r) => proxyRequest(via(r), 'GET', '/watch-forever?watch=1')));
+      const watchesEnded = watches.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            w.on('close', () => resolve());
+            w.resume();
+          }),
+      );
       let failures = 0;
       let served = 0;
       let stop = false;
@@ -225,6 +206,12 @@ describe('several kas replicas with Redis', () => {
       await load;
       expect(served).toBeGreaterThan(0);
       expect(failures).toBe(0);
+      // The watches whose clients were connected to the restarted replicas A and B ended with them.
+      const within = (p: Promise<unknown>, what: string) => Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(what)), 20_000))]);
+      await within(Promise.all([watchesEnded[0], watchesEnded[1]]), 'a long watch through a restarted replica hung');
+      // The one through C still runs on the agent's tunnel; it ends when the agent goes.
+      await stack.agent!.stop();
+      await within(watchesEnded[2]!, 'a long watch hung after its agent left');
     } finally {
       await stack.agent?.stop();
       await lb.close();

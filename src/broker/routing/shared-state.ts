@@ -232,9 +232,13 @@ export class RedisSharedState {
   /** Private API URLs of the other replicas that hold the agent now ([] when Redis is unreachable). */
   async holders(agentId: number): Promise<string[]> {
     try {
-      const all = await this.o.redis.hgetall(this.key('agent_tunnels', agentId));
+      const key = this.key('agent_tunnels', agentId);
+      const all = await this.o.redis.hgetall(key);
       this.ok();
       const now = Date.now();
+      // A replica that died cannot remove its own entry: whoever reads it past its expiry does.
+      const expired = Object.entries(all).filter(([, expires]) => Number(expires) <= now).map(([url]) => url);
+      if (expired.length > 0) void this.o.redis.hdel(key, ...expired).catch((err: unknown) => this.failed('prune', err));
       return Object.entries(all)
         .filter(([url, expires]) => url !== this.o.ownUrl && Number(expires) > now)
         .map(([url]) => url);
