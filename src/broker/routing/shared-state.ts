@@ -8,6 +8,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
+import { KeyedWaiters } from '../keyed-waiters.js';
 import type { KasMetrics } from '../observability/metrics.js';
 import type { AgentConnection, AgentRegistry } from '../tunnel/agent-registry.js';
 
@@ -53,7 +54,7 @@ const MAX_LIST = 10_000;
 
 export class RedisSharedState {
   private readonly o: SharedStateOptions;
-  private readonly waiters = new Map<number, Set<() => void>>();
+  private readonly waiters = new KeyedWaiters<number, true>();
   private readonly gitPushListeners = new Set<(projectId: number) => void>();
   private readonly pendingRemovals = new Map<number, NodeJS.Timeout>();
   private refreshTimer: NodeJS.Timeout | null = null;
@@ -249,32 +250,15 @@ export class RedisSharedState {
   }
 
   /** Resolves when some replica announces the agent, or after timeoutMs, or on abort. */
-  waitRegistered(agentId: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.waiters.get(agentId);
-      if (!set) {
-        set = new Set();
-        this.waiters.set(agentId, set);
-      }
-      const waiters = set;
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        waiters.delete(done);
-        if (waiters.size === 0) this.waiters.delete(agentId);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      signal?.addEventListener('abort', done, { once: true });
-      waiters.add(done);
-    });
+  async waitRegistered(agentId: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    await this.waiters.wait(agentId, timeoutMs, signal);
   }
 
   private onMessage(channel: string, message: string): void {
     if (!/^\d{1,18}$/.test(message)) return;
     const id = Number(message);
     if (channel === this.channelRegistered) {
-      for (const w of [...(this.waiters.get(id) ?? [])]) w();
+      this.waiters.offer(id, () => true);
     } else if (channel === this.channelGitPush) {
       for (const l of this.gitPushListeners) l(id);
     }

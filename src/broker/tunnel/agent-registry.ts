@@ -5,6 +5,7 @@
  */
 import type { Session } from '../../protocol/session.js';
 import type { AgentIdentity } from '../auth/types.js';
+import { KeyedWaiters } from '../keyed-waiters.js';
 
 /** Metadata agentk sends in its handshake. */
 export interface AgentMeta {
@@ -24,13 +25,9 @@ export interface AgentConnection {
   readonly meta: AgentMeta;
 }
 
-interface Waiter {
-  resolve(session: Session | null): void;
-}
-
 export class AgentRegistry {
   private readonly byAgent = new Map<number, Set<AgentConnection>>();
-  private readonly waiters = new Map<number, Set<Waiter>>();
+  private readonly waiters = new KeyedWaiters<number, Session>();
   private readonly listeners = new Set<(agentId: number) => void>();
 
   /** Adds a connection (after its handshake); returns the function that removes it. */
@@ -79,42 +76,12 @@ export class AgentRegistry {
   waitFor(agentId: number, timeoutMs: number, signal?: AbortSignal, exclude?: ReadonlySet<Session>): Promise<Session | null> {
     const now = this.pick(agentId, exclude);
     if (now || timeoutMs <= 0 || signal?.aborted) return Promise.resolve(now);
-    return new Promise((resolve) => {
-      let set = this.waiters.get(agentId);
-      if (!set) {
-        set = new Set();
-        this.waiters.set(agentId, set);
-      }
-      const waiters = set;
-      const finish = (session: Session | null) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        waiters.delete(waiter);
-        if (waiters.size === 0 && this.waiters.get(agentId) === waiters) this.waiters.delete(agentId);
-        resolve(session);
-      };
-      const waiter: Waiter = {
-        resolve: (session) => {
-          if (session && exclude?.has(session)) return;
-          finish(session);
-        },
-      };
-      const onAbort = () => finish(null);
-      const timer = setTimeout(() => finish(null), timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      waiters.add(waiter);
-    });
+    return this.waiters.wait(agentId, timeoutMs, signal, (session) => !exclude?.has(session));
   }
 
   /** Re-checks waiters of an agent, e.g. when one of its sessions finished its handshake. */
   wake(agentId: number): void {
-    const set = this.waiters.get(agentId);
-    if (!set) return;
-    for (const w of [...set]) {
-      const s = this.pick(agentId);
-      if (!s) return;
-      w.resolve(s);
-    }
+    this.waiters.offer(agentId, () => this.pick(agentId));
   }
 
   connections(agentId?: number): AgentConnection[] {
