@@ -1,7 +1,7 @@
 /**
  * Flow-control bookkeeping with an injected clock: byte budgets and the receive window of one stream.
  */
-import { BufferBudget, ReceiveWindow } from './flow.js';
+import { BufferBudget, MIN_RTT_MS, ReceiveWindow } from './flow.js';
 
 describe('BufferBudget', () => {
   test('reserves up to its limit and refuses the byte beyond it', () => {
@@ -192,11 +192,15 @@ describe('ReceiveWindow', () => {
     expect(w.size).toBe(64 * KiB);
   });
 
-  test('a round-trip time of 0 still allows growth within a couple of milliseconds', () => {
-    const w = new ReceiveWindow(64 * KiB, 1024 * KiB, 0);
-    w.received(32 * KiB);
-    w.consumed(32 * KiB, 1, 0, true);
-    expect(w.size).toBe(128 * KiB);
+  test('a round-trip time of 0 counts as MIN_RTT_MS: growth within two of them, none after', () => {
+    const fast = new ReceiveWindow(64 * KiB, 1024 * KiB, 0);
+    fast.received(32 * KiB);
+    fast.consumed(32 * KiB, MIN_RTT_MS, 0, true);
+    expect(fast.size).toBe(128 * KiB);
+    const slow = new ReceiveWindow(64 * KiB, 1024 * KiB, 0);
+    slow.received(32 * KiB);
+    slow.consumed(32 * KiB, 2 * MIN_RTT_MS, 0, true);
+    expect(slow.size).toBe(64 * KiB);
   });
 
   test('credit held by the peer plus bytes buffered and not yet acknowledged always equals the window', () => {

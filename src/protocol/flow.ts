@@ -41,6 +41,9 @@ export class BufferBudget {
   }
 }
 
+/** The least round-trip time window growth assumes, ms. */
+export const MIN_RTT_MS = 0.5;
+
 /**
  * The receive side of one stream's window. `outstanding` is the credit the peer still holds: bytes
  * it may send before the next WINDOW frame. Credit is returned by `consumed`, i.e. when the reader
@@ -72,14 +75,17 @@ export class ReceiveWindow {
   /**
    * Accounts bytes the consumer took. Returns the increment to send in a WINDOW frame, or 0 when it
    * is not yet worth a frame (less than half a window consumed). The window doubles when half of it
-   * was consumed within two round trips: the sender would otherwise stall waiting for credit.
+   * was consumed within two round trips: the sender would otherwise stall waiting for credit. The
+   * round trip counts as at least MIN_RTT_MS (the time two busy event loops take to pass credit
+   * back even on loopback), so a window settles near four times what the path holds in flight;
+   * bigger windows would only queue data ahead of other streams' frames.
    * `mayGrow` lets the caller refuse growth when memory budgets are tight.
    */
   consumed(n: number, now: number, rttMs: number | null, mayGrow: boolean): number {
     this.unacked += n;
     if (this.unacked < this.size / 2) return 0;
     let extra = 0;
-    if (mayGrow && rttMs !== null && this.size < this.maxWindow && now - this.epochStart < 2 * Math.max(rttMs, 1)) {
+    if (mayGrow && rttMs !== null && this.size < this.maxWindow && now - this.epochStart < 2 * Math.max(rttMs, MIN_RTT_MS)) {
       const grown = Math.min(this.size * 2, this.maxWindow);
       extra = grown - this.size;
       this.size = grown;

@@ -17,6 +17,9 @@ import type { MessageTransport } from './transport.js';
 
 export const PROTOCOL_VERSION = 1;
 
+/** How many recent ping samples the base round-trip time is the least of. */
+const RTT_SAMPLES = 8;
+
 /** Received payloads smaller than this are copied out of the message they came in. */
 const COPY_BELOW = 16 * 1024;
 
@@ -80,6 +83,13 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
   peerInfo: Head | null = null;
   /** Smoothed round-trip time from pings, ms; null until the first pong. */
   rttMs: number | null = null;
+  /**
+   * The path's own round-trip time: the least of the recent ping samples, ms (null until the first
+   * pong). Windows grow by this one: a ping that waited behind queued data measures the queue, and
+   * growing windows by it would only queue more.
+   */
+  baseRttMs: number | null = null;
+  private readonly rttSamples: number[] = [];
   /** Why the session closed (null for a clean close), once closed. */
   closeError: TunnelError | null = null;
   /** Resolves with the peer's handshake body; rejects if the session closes first. */
@@ -120,7 +130,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     const bad = checkLimits(this.limits);
     if (bad) throw new TunnelError('PROTOCOL_ERROR', `invalid session limit ${bad}`);
     this.transport = transport;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => performance.now());
     this.nextLocalId = options.role === 'client' ? 1 : 2;
     this.budget = new BufferBudget(this.tuning.maxSessionBuffer, options.processBudget ?? null);
     this.ready = new Promise<Head>((resolve, reject) => {
@@ -493,6 +503,9 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     this.pingOutstanding = null;
     const sample = Math.max(0, this.now() - p.sentAt);
     this.rttMs = this.rttMs === null ? sample : this.rttMs * 0.75 + sample * 0.25;
+    this.rttSamples.push(sample);
+    if (this.rttSamples.length > RTT_SAMPLES) this.rttSamples.shift();
+    this.baseRttMs = Math.min(...this.rttSamples);
     this.emit('rtt', sample);
   }
 
@@ -608,7 +621,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     if (consumed > 0) {
       this.budget.release(consumed);
       if (!stream.recvEnded && !stream.gone && this.stateValue !== 'closed') {
-        const increment = stream.window.consumed(consumed, this.now(), this.rttMs, this.budget.headroom() > 0.5);
+        const increment = stream.window.consumed(consumed, this.now(), this.baseRttMs, this.budget.headroom() > 0.5);
         if (increment > 0) this.sendControl(encodeFrame({ kind: FrameKind.WINDOW, id: stream.id, increment }));
       }
     }
@@ -616,6 +629,19 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
       stream.endPushed = true;
       stream.push(null);
     }
+  }
+
+  streamTakeWhole(stream: TunnelStream): Buffer[] | null {
+    if (!stream.recvEnded) return null;
+    const whole = stream.recv;
+    stream.recv = [];
+    if (stream.recvBytes > 0) this.budget.release(stream.recvBytes);
+    stream.recvBytes = 0;
+    if (!stream.endPushed) {
+      stream.endPushed = true;
+      stream.push(null);
+    }
+    return whole;
   }
 
   streamDestroyed(stream: TunnelStream, err: Error | null): void {

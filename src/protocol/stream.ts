@@ -22,6 +22,7 @@ export interface StreamOwner {
   streamRead(stream: TunnelStream): void;
   streamDestroyed(stream: TunnelStream, err: Error | null): void;
   streamReply(stream: TunnelStream, head: Head, data: Uint8Array | null, end: boolean): void;
+  streamTakeWhole(stream: TunnelStream): Buffer[] | null;
 }
 
 export interface OutChunk {
@@ -81,6 +82,19 @@ export class TunnelStream extends Duplex {
     if (this.ownHead !== null) throw new TunnelError('PROTOCOL_ERROR', 'reply() was already called');
     this.owner.streamReply(this, head, options?.data ?? null, options?.end ?? false);
     if (options?.end) this.end();
+  }
+
+  /**
+   * The peer's whole data, when its direction has already ended and nothing of it was read yet:
+   * takes it out of the stream (which then ends its readable side) and returns it; null otherwise,
+   * and the stream is untouched. For a small answer that came in one frame this saves the
+   * stream machinery of reading it piece by piece.
+   */
+  takeWhole(): Buffer[] | null {
+    if (this.destroyed || this.readableLength > 0 || this.readableDidRead || this.readableFlowing !== null) return null;
+    const whole = this.owner.streamTakeWhole(this);
+    if (whole) this.resume();
+    return whole;
   }
 
   /** Aborts the stream in both directions and tells the peer why. Safe to call more than once. */

@@ -95,6 +95,52 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       expect((await readAll(s)).toString()).toBe('you sent hello');
     });
 
+    test('takeWhole: an answer that came whole is taken in one piece, its buffers released, and the stream closes cleanly', async () => {
+      pair = await makePair();
+      pair.server.on('stream', (s) => {
+        s.reply({ status: 200 }, { data: Buffer.from(`whole answer to ${String(s.peerHead?.path)}`), end: true });
+      });
+      const s = pair.client.openStream({ path: '/w' }, { end: true });
+      await once(s, 'reply');
+      // The reply's data and END came in the same frame: everything is here before anything was read.
+      await waitFor(() => s.readableLength > 0 || pair!.client.bufferedBytes > 0, 'the body to be buffered');
+      const whole = s.takeWhole();
+      expect(whole).not.toBeNull();
+      expect(Buffer.concat(whole!).toString()).toBe('whole answer to /w');
+      expect(pair.client.bufferedBytes).toBe(0);
+      await once(s, 'close');
+      expect(s.errored).toBeNull();
+      expect(pair.client.streamCount).toBe(0);
+    });
+
+    test('takeWhole: an empty answer gives no buffers; an answer still streaming gives null and is read as usual', async () => {
+      pair = await makePair();
+      let release: (() => void) | null = null;
+      pair.server.on('stream', (s) => {
+        if (s.peerHead?.path === '/empty') {
+          s.reply({ status: 204 }, { end: true });
+          return;
+        }
+        s.reply({ status: 200 });
+        s.write(Buffer.from('first;'));
+        release = () => s.end(Buffer.from('last'));
+      });
+      const empty = pair.client.openStream({ path: '/empty' }, { end: true });
+      await once(empty, 'reply');
+      await waitFor(() => empty.readableEnded || empty.readableLength === 0, 'the empty body');
+      expect(empty.takeWhole()).toEqual([]);
+      await once(empty, 'close');
+      expect(empty.errored).toBeNull();
+
+      const streaming = pair.client.openStream({ path: '/streaming' }, { end: true });
+      await once(streaming, 'reply');
+      await waitFor(() => pair!.client.bufferedBytes > 0, 'the first part');
+      expect(streaming.takeWhole()).toBeNull();
+      const body = readAll(streaming);
+      release!();
+      expect((await body).toString()).toBe('first;last');
+    });
+
     test('bulk data both ways is byte-exact and in order', async () => {
       pair = await makePair();
       serveEcho(pair.server);
@@ -266,6 +312,9 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       await pair.client.ready;
       await waitFor(() => pair!.client.rttMs !== null && pair!.server.rttMs !== null, 'both sides to measure the round-trip time');
       expect(pair.client.rttMs).toBeGreaterThanOrEqual(0);
+      // The base round-trip time (window growth uses it) is the least sample, never above the smoothed one.
+      expect(pair.client.baseRttMs).not.toBeNull();
+      expect(pair.client.baseRttMs!).toBeLessThanOrEqual(pair.client.rttMs!);
     });
 
     test('a stream reset before its OPEN went out does not make the peer close the session', async () => {
