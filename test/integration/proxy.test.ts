@@ -95,6 +95,37 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     expect(header(last.rawHeaders, 'x-custom')).toEqual(['kept']);
   });
 
+  test('answers without a body (HEAD, 204, 304) and small answers keep their status, headers and length', async () => {
+    custom = (req, res) => {
+      const status = Number(new URL(req.url!, 'https://x').searchParams.get('status') ?? '200');
+      if (status === 200) {
+        res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 5, ETag: '"v1"' });
+        res.end(req.method === 'HEAD' ? undefined : 'small');
+        return;
+      }
+      res.writeHead(status, { ETag: '"v1"' });
+      res.end();
+    };
+    const head = await proxyRequest(stack, 'HEAD', '/custom/thing');
+    expect(head.statusCode).toBe(200);
+    expect(head.headers['content-length']).toBe('5');
+    expect((await bodyOf(head)).length).toBe(0);
+    for (const status of [204, 304]) {
+      const res = await proxyRequest(stack, 'GET', `/custom/thing?status=${status}`);
+      expect(res.statusCode).toBe(status);
+      expect(res.headers.etag).toBe('"v1"');
+      expect((await bodyOf(res)).length).toBe(0);
+    }
+    const small = await proxyRequest(stack, 'GET', '/custom/thing');
+    expect(small.statusCode).toBe(200);
+    expect(small.headers['content-length']).toBe('5');
+    expect((await bodyOf(small)).toString()).toBe('small');
+    // The connection stays usable after each of them (keep-alive framing was right).
+    const again = await proxyRequest(stack, 'GET', '/api/v1/after');
+    expect(again.statusCode).toBe(200);
+    await bodyOf(again);
+  });
+
   test('a 100 MB upload and a 100 MB download are byte-exact', async () => {
     const up = randomBytes(100 * 1024 * 1024);
     const res = await proxyRequest(stack, 'POST', '/api/v1/upload', { body: up });

@@ -22,6 +22,7 @@ import type { KasMetrics } from '../observability/metrics.js';
 import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
 import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
 import { answerClientError } from '../client-error.js';
+import { Cancellation } from '../cancellation.js';
 
 export interface ProxyDeps {
   config: KasConfig['agent']['kubernetes_api'];
@@ -61,7 +62,12 @@ function headerLines(headers: readonly HeaderPair[]): string {
 }
 
 function flat(headers: readonly HeaderPair[]): string[] {
-  return headers.flat();
+  const out = new Array<string>(headers.length * 2);
+  for (let i = 0; i < headers.length; i++) {
+    out[2 * i] = headers[i]![0];
+    out[2 * i + 1] = headers[i]![1];
+  }
+  return out;
 }
 
 export class KubernetesApiProxy {
@@ -142,26 +148,32 @@ export class KubernetesApiProxy {
    * Opens the request stream on a session of the agent and waits for the reply head. Bodiless
    * requests refused by a draining session are retried on another session.
    */
-  private async exchange(p: Prepared, signal: AbortSignal, writeBody: (s: TunnelStream) => void): Promise<{ stream: TunnelStream; reply: HttpResponseHead } | Refusal> {
+  private async exchange(p: Prepared, cancel: Cancellation, writeBody: (s: TunnelStream) => void): Promise<{ stream: TunnelStream; reply: HttpResponseHead } | Refusal> {
     const { router, config, metrics } = this.deps;
     const tried = new Set<Session>();
     for (let attempt = 1; ; attempt++) {
       const waitStart = process.hrtime.bigint();
       let opened: OpenedStream | null;
       try {
-        opened = await router.open(p.decision.agentId, p.head, { end: !p.hasBody, timeoutMs: config.agent_wait_timeout, signal, tried });
+        opened = await router.open(p.decision.agentId, p.head, {
+          end: !p.hasBody,
+          timeoutMs: config.agent_wait_timeout,
+          get signal() {
+            return cancel.signal;
+          },
+          tried,
+        });
       } catch (err) {
         if (isTunnelError(err) && err.code === 'STREAM_LIMIT') return new Refusal(429, 'too many concurrent requests to this agent');
         if (attempt < MAX_ATTEMPTS) continue;
         return new Refusal(503, `no session of agent ${p.decision.agentId} accepts requests`);
       }
       metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
-      if (signal.aborted) return new Refusal(499, 'client went away');
+      if (cancel.aborted) return new Refusal(499, 'client went away');
       if (!opened) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
       const { stream, via: session } = opened;
       if (p.hasBody) writeBody(stream);
-      const onAbort = () => stream.reset('CANCELLED', 'client went away');
-      signal.addEventListener('abort', onAbort, { once: true });
+      const removeHook = cancel.onCancel(() => stream.reset('CANCELLED', 'client went away'));
       try {
         const head = await replyOf(stream);
         const reply = decodeResponseHead(head);
@@ -176,11 +188,11 @@ export class KubernetesApiProxy {
           continue;
         }
         metrics.proxyErrors.inc({ code });
-        if (signal.aborted) return new Refusal(499, 'client went away');
+        if (cancel.aborted) return new Refusal(499, 'client went away');
         if (code === 'PROTOCOL_ERROR') return new Refusal(502, 'the agent sent an invalid response head');
         return new Refusal(502, `the request failed in the tunnel to agent ${p.decision.agentId}: ${code}`);
       } finally {
-        signal.removeEventListener('abort', onAbort);
+        removeHook();
       }
     }
   }
@@ -217,9 +229,9 @@ export class KubernetesApiProxy {
   private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const { metrics } = this.deps;
     if (this.cors(req, res)) return;
-    const abort = new AbortController();
+    const cancel = new Cancellation();
     res.on('close', () => {
-      if (!res.writableFinished) abort.abort();
+      if (!res.writableFinished) cancel.cancel();
     });
     // The client's FIN: before the answer began it is a half-close (the client sent its request and
     // waits for the reply, which it gets); once the answer is streaming it means the client is gone
@@ -232,7 +244,7 @@ export class KubernetesApiProxy {
     res.once('close', () => socket.off('end', onClientEnd));
     const prepared = await this.prepare(req, false);
     if (prepared instanceof Refusal) return this.refuse(res, prepared, 'none');
-    const result = await this.exchange(prepared, abort.signal, (stream) => {
+    const result = await this.exchange(prepared, cancel, (stream) => {
       req.on('error', () => stream.reset('CANCELLED', 'client request failed'));
       req.pipe(stream);
     });
@@ -243,6 +255,19 @@ export class KubernetesApiProxy {
     const { stream, reply } = result;
     metrics.proxyRequests.inc({ status: `${Math.floor(reply.status / 100)}xx`, credential: prepared.decision.credential });
     res.writeHead(reply.status, flat(responseHeaders(reply.headers, false)));
+    // A small answer is usually all here already (head, body and end came in one frame): it is
+    // written in one go, without streaming it through.
+    const whole = stream.takeWhole();
+    if (whole) {
+      if (whole.length === 1) {
+        res.end(whole[0]);
+      } else {
+        res.cork();
+        for (const b of whole) res.write(b);
+        res.end();
+      }
+      return;
+    }
     // The head goes out with the first body bytes when they come in the same turn (one write for a
     // small answer); a watch that stays silent still gets its head at once.
     setImmediate(() => {
@@ -284,12 +309,12 @@ export class KubernetesApiProxy {
     (socket as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
-    const abort = new AbortController();
-    socket.once('close', () => abort.abort());
+    const cancel = new Cancellation();
+    socket.once('close', () => cancel.cancel());
     if (!isUpgradeRequest(req.headers)) return this.refuseRaw(socket, new Refusal(400, 'bad upgrade request'));
     const prepared = await this.prepare(req, true);
     if (prepared instanceof Refusal) return this.refuseRaw(socket, prepared);
-    const result = await this.exchange(prepared, abort.signal, (stream) => {
+    const result = await this.exchange(prepared, cancel, (stream) => {
       if (head.length > 0) stream.write(head);
     });
     if (result instanceof Refusal) return this.refuseRaw(socket, result);
