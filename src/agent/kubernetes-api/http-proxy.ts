@@ -42,11 +42,10 @@ export class KubernetesApiProxy {
 
   /** Serves one `http` stream. Never throws; every failure becomes a Status reply or a coded reset. */
   handle(stream: TunnelStream, logger: Logger): void {
-    const log = logger.child({ streamId: stream.id });
-    const exchange = new Exchange(stream, this.client, this.metrics, log, () => this.active.delete(exchange));
+    const exchange = new Exchange(stream, this.client, this.metrics, logger, () => this.active.delete(exchange));
     this.active.add(exchange);
     exchange.run().catch((err: unknown) => {
-      log.error({ err }, 'unexpected failure serving a Kubernetes API request');
+      exchange.log.error({ err }, 'unexpected failure serving a Kubernetes API request');
       exchange.abort('INTERNAL');
     });
   }
@@ -69,14 +68,20 @@ class Exchange {
   private settled = false;
   private head: HttpRequestHead | null = null;
   private upgrade = false;
+  private childLog: Logger | null = null;
 
   constructor(
     private readonly stream: TunnelStream,
     private readonly client: ApiServerClient,
     private readonly metrics: AgentMetrics,
-    private readonly log: Logger,
+    private readonly parentLog: Logger,
     private readonly onDone: () => void,
   ) {}
+
+  /** This stream's logger, made when first needed (most requests log nothing at the default level). */
+  get log(): Logger {
+    return (this.childLog ??= this.parentLog.child({ streamId: this.stream.id }));
+  }
 
   async run(): Promise<void> {
     const stream = this.stream;
@@ -147,7 +152,7 @@ class Exchange {
       this.req?.destroy();
       return this.refuse(502, `the Kubernetes API server's response cannot be relayed: ${(err as Error).message}`, 'upstream_unavailable');
     }
-    this.log.debug({ method: this.head?.method, path: this.head?.path, status }, 'relaying response');
+    if (this.parentLog.isLevelEnabled('debug')) this.log.debug({ method: this.head?.method, path: this.head?.path, status }, 'relaying response');
     // A refused upgrade: the client sends nothing more that the API server would read.
     if (this.upgrade) this.discardRequestBody();
     res.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
