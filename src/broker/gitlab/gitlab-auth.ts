@@ -5,7 +5,7 @@
  * concurrent look-ups share one call; GitLab's definite refusals are cached briefly, failures to
  * reach it not at all.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Logger } from '../../shared/logger.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyDecision, ProxyRequestCredentials } from '../auth/types.js';
@@ -44,7 +44,7 @@ export interface AgentAuthInfo extends AgentIdentity {
 const COOKIE_NAME = '_gitlab_kas';
 
 function digest(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u0000')).digest('hex');
+  return hash('sha256', parts.join('\u0000'), 'hex');
 }
 
 function isDefinite(err: unknown): boolean {
