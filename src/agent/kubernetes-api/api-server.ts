@@ -216,10 +216,19 @@ export class ApiServerClient {
   private readonly agent: http.Agent;
   private readonly secure: boolean;
   private readonly credentials: ApiServerCredentials;
+  /** The parts of every request's options that never change (worked out once, not per request). */
+  private readonly target: Pick<http.RequestOptions, 'protocol' | 'hostname' | 'family' | 'port'>;
 
   constructor(config: ApiServerConfig, options: { logger: Logger; tokenRefreshMs?: number }) {
     this.url = config.url;
     this.basePath = config.url.pathname.replace(/\/+$/, '');
+    const hostname = config.url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.target = {
+      protocol: config.url.protocol,
+      hostname,
+      family: isIPv6(hostname) ? 6 : undefined,
+      port: config.url.port || (config.url.protocol === 'https:' ? 443 : 80),
+    };
     this.secure = config.url.protocol === 'https:';
     const tls = config.tls;
     this.agent = this.secure
@@ -238,12 +247,8 @@ export class ApiServerClient {
     const flat = ['Host', this.url.host, ...headers];
     const authorization = await this.credentials.authorization();
     if (authorization) flat.push('Authorization', authorization);
-    const hostname = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
     return {
-      protocol: this.url.protocol,
-      hostname,
-      family: isIPv6(hostname) ? 6 : undefined,
-      port: this.url.port || (this.secure ? 443 : 80),
+      ...this.target,
       method,
       path: this.basePath + path,
       headers: flat as unknown as http.OutgoingHttpHeaders,
