@@ -63,6 +63,13 @@ function refuse(socket: Duplex, status: number, text: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
+/**
+ * The socket's error listener: a client that vanished mid-handshake is not our error, and a session's
+ * failures surface through its close. One function at module level: a closure made in onUpgrade
+ * would keep that call's scope (the upgrade request and its headers) alive as long as the connection.
+ */
+function ignoreError(): void {}
+
 export class AgentListener {
   private readonly deps: AgentListenerDeps;
   private readonly wss: WebSocketServer;
@@ -104,9 +111,7 @@ export class AgentListener {
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => {
-      /* A client that vanished mid-handshake is not our error. */
-    });
+    socket.on('error', ignoreError);
     const { metrics, logger } = this.deps;
     if (this.closing) {
       metrics.agentConnections.inc({ outcome: 'shutting_down' });
