@@ -247,8 +247,12 @@ export class ApiServerClient {
     const flat = ['Host', this.url.host, ...headers];
     const authorization = await this.credentials.authorization();
     if (authorization) flat.push('Authorization', authorization);
+    const t = this.target;
     return {
-      ...this.target,
+      protocol: t.protocol,
+      hostname: t.hostname,
+      family: t.family,
+      port: t.port,
       method,
       path: this.basePath + path,
       headers: flat as unknown as http.OutgoingHttpHeaders,
