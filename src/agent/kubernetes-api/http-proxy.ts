@@ -143,10 +143,21 @@ class Exchange {
     }
     this.res = res;
     this.phase = 'responding';
+    // 'response' comes as soon as the head is parsed; the body that came in the same read is parsed
+    // right after. Looking once that read is done lets a small answer go out whole.
+    queueMicrotask(() => this.relayResponse(res));
+  }
+
+  private relayResponse(res: IncomingMessage): void {
+    if (this.phase !== 'responding') return;
     const stream = this.stream;
     const status = res.statusCode ?? 502;
+    // The whole answer is already here (a small one comes in the same read as its head): head, body
+    // and end go out in one frame, without piping. Its size is what one read held.
+    const whole = res.complete;
+    const body = whole ? (res.read() as Buffer | null) : null;
     try {
-      stream.reply(encodeResponseHead({ status, headers: responseHeaders(res.rawHeaders, false) }));
+      stream.reply(encodeResponseHead({ status, headers: responseHeaders(res.rawHeaders, false) }), whole ? { data: body ?? undefined, end: true } : undefined);
     } catch (err) {
       res.destroy();
       this.req?.destroy();
@@ -155,12 +166,18 @@ class Exchange {
     if (this.parentLog.isLevelEnabled('debug')) this.log.debug({ method: this.head?.method, path: this.head?.path, status }, 'relaying response');
     // A refused upgrade: the client sends nothing more that the API server would read.
     if (this.upgrade) this.discardRequestBody();
+    stream.once('finish', () => this.settle('ok'));
+    if (whole) {
+      if (body) this.metrics.bytesRelayed.inc({ direction: 'response' }, body.byteLength);
+      // Lets the message end, which hands its connection back to the keep-alive pool.
+      res.resume();
+      return;
+    }
     res.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
     res.on('error', (err) => this.onUpstreamError(err));
     res.on('close', () => {
       if (!res.complete) this.onUpstreamError(new Error('the API server closed the connection before the response was complete'));
     });
-    stream.once('finish', () => this.settle('ok'));
     res.pipe(stream);
   }
 
