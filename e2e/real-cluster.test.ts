@@ -22,6 +22,7 @@ import { startCluster, type Cluster } from './support/cluster.js';
 import { CHARTS, Helm } from './support/helm.js';
 import { localPod, type LocalPod } from './support/pod.js';
 import { listenerAddress, startProcess, type ManagedProcess } from './support/processes.js';
+import { waitFor } from '../test/support/wait.js';
 
 const KAS_NS = 'gitlab-kas';
 const AGENT_NS = 'gitlab-agent';
@@ -65,13 +66,6 @@ async function httpGet(url: string): Promise<{ status: number; body: string }> {
   return { status: r.status, body: await r.text() };
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, describe: () => string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${describe()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The sum of agentk_streams_served_total over every outcome: how many streams agentk handled. */
 async function agentStreamsServed(): Promise<number> {
@@ -155,7 +149,12 @@ beforeAll(async () => {
   const agentArgs = agentPod.command.slice(1).map((a) => (a.startsWith('--observability-listen-address=') ? '--observability-listen-address=127.0.0.1:0' : a));
   agentk = startProcess('agentk', agentPod.command[0]!, [...agentArgs, `--kubeconfig=${kubeconfig}`], { env: { PATH: process.env.PATH, ...agentPod.env } });
   agentObservability = await agentk.waitForLine(listenerAddress('observability'), 'agentk to serve /readiness');
-  await waitFor('agentk to be connected to kas (/readiness 200)', async () => (await httpGet(`http://${agentObservability}/readiness`)).status === 200, () => `${agentk!.describe()}\n${kas!.describe()}`);
+  await waitFor(
+    async () => (await httpGet(`http://${agentObservability}/readiness`).catch(() => null))?.status === 200,
+    'agentk to be connected to kas (/readiness 200)',
+    30_000,
+    { intervalMs: 100, describe: () => `${agentk!.describe()}\n${kas!.describe()}` },
+  );
 
   viaKas = await Kubectl.create({ server: proxyUrl, caPem: kasCa, token: `pat:1:${adminProxyToken}` });
 

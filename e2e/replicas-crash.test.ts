@@ -14,6 +14,7 @@ import { startBalancer } from '../test/support/balancer.js';
 import { startRedis, type TestRedis } from '../test/support/redis.js';
 import { startUpstream, testCertificate, type Upstream } from '../test/support/stack.js';
 import { listenerAddress, startProcess, type ManagedProcess } from './support/processes.js';
+import { waitFor } from '../test/support/wait.js';
 
 const PROXY_TOKEN = 'proxy-token-for-the-crash-test';
 const AGENT_TOKEN = 'glagent-crash-test-agent-token-0123';
@@ -49,13 +50,8 @@ async function sessionsOf(r: Replica): Promise<number> {
   }
 }
 
-async function waitFor(cond: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The waits of this file: replicas restart and agents reconnect with backoff, so they are long and poll gently. */
+const waitLong = (cond: () => Promise<boolean>, what: string) => waitFor(cond, what, 60_000, { intervalMs: 100 });
 
 describe('a kas replica killed with SIGKILL', () => {
   let dir: string;
@@ -123,7 +119,7 @@ describe('a kas replica killed with SIGKILL', () => {
     agentk = startProcess('agentk', process.execPath, ['dist/src/agent/main.js', '--kas-address', `ws://${balancer.address}/`, '--token-file', join(dir, 'agent.token'), '--kubeconfig', kubeconfig, '--kas-connections', '1', '--observability-listen-address', '127.0.0.1:0']);
 
     let holder: Replica | undefined;
-    await waitFor(async () => {
+    await waitLong(async () => {
       for (const r of replicas) if ((await sessionsOf(r)) > 0) holder = r;
       return holder !== undefined;
     }, 'the agent to connect to one replica');
@@ -137,7 +133,7 @@ describe('a kas replica killed with SIGKILL', () => {
     const deadUrl = `ws://${holder!.privateApi}`;
 
     // agentk finds the dead connection (closed socket), backs off with jitter and reconnects to a survivor.
-    await waitFor(async () => (await sessionsOf(survivors[0]!)) + (await sessionsOf(survivors[1]!)) > 0, 'agentk to reconnect to a surviving replica');
+    await waitLong(async () => (await sessionsOf(survivors[0]!)) + (await sessionsOf(survivors[1]!)) > 0, 'agentk to reconnect to a surviving replica');
     for (const r of survivors) {
       const res = await get(r.proxy, cert.cert, '/after-the-crash');
       expect(res).toEqual({ status: 200, body: 'served /after-the-crash' });
@@ -151,7 +147,7 @@ describe('a kas replica killed with SIGKILL', () => {
         const reader = (await sessionsOf(survivors[0]!)) > 0 ? survivors[1]! : survivors[0]!;
         await get(reader.proxy, cert.cert, '/prune');
         return !Object.keys(await probe.hgetall(`${prefix}:agent_tunnels:1`)).includes(deadUrl);
-      }, "the dead replica's entry to vanish", 30_000);
+      }, "the dead replica's entry to vanish", 30_000, { intervalMs: 100 });
     } finally {
       probe.disconnect();
     }

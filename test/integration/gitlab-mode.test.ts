@@ -6,6 +6,7 @@ import http from 'node:http';
 import { WebSocket } from 'ws';
 import { gitlabToKasAttackJwts, gitlabToKasJwt, startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
 import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const AGENT_TOKEN = 'glagent-prod-token-0123456789abcdefghij';
 const PROJECT = 42;
@@ -21,13 +22,6 @@ function values(raw: readonly string[], name: string): string[] {
   return out;
 }
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('kas in GitLab mode', () => {
   let gl: FakeGitLab;

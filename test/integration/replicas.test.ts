@@ -16,16 +16,10 @@ import { gitlabToKasJwt } from '../support/fake-gitlab.js';
 import { startRedis, type TestRedis } from '../support/redis.js';
 import { startBalancer } from '../support/balancer.js';
 import { LogCapture, bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const secret = randomBytes(32);
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('several kas replicas with Redis', () => {
   let redis: TestRedis;

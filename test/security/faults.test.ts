@@ -11,6 +11,7 @@ import type http from 'node:http';
 import type { AgentConnection } from '../../src/broker/tunnel/agent-registry.js';
 import { FaultProxy, type FaultSettings } from '../support/fault-proxy.js';
 import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { waitFor } from '../support/wait.js';
 
 const PING_MS = 500;
 /** Generous bound on keepalive detection (the design's target is two intervals). */
@@ -18,13 +19,6 @@ const DETECT_WITHIN_MS = 6 * PING_MS;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 function socketHandles(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'TLSWrap' || r === 'TCPServerWrap').length;
@@ -100,7 +94,7 @@ describe('faults between agentk and kas', () => {
       async (res) => `${res.statusCode} ${(await bodyOf(res).catch(() => Buffer.from('(cut)'))).toString()}`,
       (err: Error) => `failed: ${err.message}`,
     );
-    await waitFor(() => held.length === heldBefore + 2, 'both requests to reach the API server');
+    await waitFor(() => held.length === heldBefore + 2, 'both requests to reach the API server', 10_000);
     const closed = new Promise<number>((resolve) => before.session.once('close', () => resolve(Date.now())));
     const t0 = Date.now();
     if (fault === 'cut') proxy.cut();
@@ -118,7 +112,7 @@ describe('faults between agentk and kas', () => {
     expect(w).toBe('cut');
     expect(h).toMatch(/^(502 \{"kind":"Status".*"code":502\}|failed: .*)$/s);
     // The requests in the cluster were aborted, not left running.
-    await waitFor(() => held.slice(heldBefore).every((x) => x.closed), 'agentk to abort the requests to the API server');
+    await waitFor(() => held.slice(heldBefore).every((x) => x.closed), 'agentk to abort the requests to the API server', 10_000);
     // agentk reconnects (through the proxy: new connections pass) and serves again.
     await waitFor(() => stack.kas.registry.connections(1).some((c) => c.connectionId !== before.connectionId), 'agentk to reconnect', 15_000);
     await ok();
