@@ -11,11 +11,11 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { generateSelfSignedCertificate } from '../../src/shared/tls-cert.js';
 import { startProcess, type ManagedProcess } from './processes.js';
+import { freePort } from '../../test/support/ports.js';
 
 export const KUBE_VERSION = 'v1.20.2';
 export const PROVISION_SCRIPT = 'e2e/provision.sh';
@@ -33,17 +33,6 @@ function findOnPath(name: string): string | null {
   return null;
 }
 
-/** A port that was free a moment ago on 127.0.0.1 (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ApiResponse {
   status: number;

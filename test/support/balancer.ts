@@ -3,6 +3,7 @@
  * each new connection goes to the next backend that accepts it.
  */
 import net from 'node:net';
+import { listenLoopback } from './ports.js';
 
 /** A round-robin TCP load balancer over the agent listeners of the replicas that accept connections. */
 export async function startBalancer(backends: () => string[]): Promise<{ address: string; close(): Promise<void> }> {
@@ -28,9 +29,9 @@ export async function startBalancer(backends: () => string[]): Promise<{ address
     };
     tryConnect(0);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = await listenLoopback(server);
   return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    address: `127.0.0.1:${port}`,
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

@@ -33,9 +33,9 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import http, { STATUS_CODES } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { generateSelfSignedCertificate, type CertificatePair } from '../../src/shared/tls-cert.js';
+import { listenLoopback } from './ports.js';
 
 // ---------------------------------------------------------------------------------------------------
 // The JWT of kas → GitLab calls
@@ -949,14 +949,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
   const cert = options.tls ? await (certificate ??= generateSelfSignedCertificate()) : null;
   const listener = (req: http.IncomingMessage, res: http.ServerResponse) => void onRequest(req, res);
   const server: http.Server | https.Server = cert ? https.createServer({ cert: cert.cert, key: cert.key }, listener) : http.createServer(listener);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLoopback(server);
 
   // ----- the object handed to the test
 

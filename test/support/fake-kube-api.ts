@@ -52,6 +52,7 @@ import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { WebSocket, WebSocketServer } from 'ws';
 import { generateSelfSignedCertificate } from '../../src/shared/tls-cert.js';
+import { listenLoopback } from './ports.js';
 
 export interface RecordedRequest {
   method: string;
@@ -1211,14 +1212,7 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   server.on('request', onRequest);
   server.on('upgrade', onUpgrade);
   server.on('clientError', (_err, socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLoopback(server);
 
   return {
     url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,

@@ -15,6 +15,7 @@
  */
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { listenLoopback } from './ports.js';
 
 export type FaultMode = 'pass' | 'delay' | 'stall' | 'half-open' | 'corrupt';
 export type Direction = 'to-server' | 'to-client';
@@ -50,7 +51,7 @@ export class FaultProxy {
     const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
     const holder: { proxy: FaultProxy | null } = { proxy: null };
     const server = net.createServer((client) => holder.proxy!.onConnection(client, host, port));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await listenLoopback(server);
     holder.proxy = new FaultProxy(server);
     return holder.proxy;
   }

@@ -7,7 +7,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -17,6 +16,7 @@ import { KasApp } from '../../src/broker/app.js';
 import { validateConfig } from '../../src/broker/configuration/schema.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { generateSelfSignedCertificate, type CertificatePair } from '../../src/shared/tls-cert.js';
+import { listenLoopback } from './ports.js';
 
 /** Collects JSON log lines, so tests can check that nothing secret was logged. */
 export class LogCapture extends Writable {
@@ -48,8 +48,7 @@ export async function startUpstream(handler: http.RequestListener, onUpgrade?: (
   const cert = await testCertificate();
   const server = https.createServer({ cert: cert.cert, key: cert.key }, handler);
   if (onUpgrade) server.on('upgrade', onUpgrade);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLoopback(server);
   return {
     server,
     url: `https://127.0.0.1:${port}`,
