@@ -6,6 +6,7 @@
  * worker): the watchdog polls the test process's pid and stops the child by its pid.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { waitForOutput } from '../../test/support/wait.js';
 
 const OUTPUT_LIMIT = 256 * 1024;
 
@@ -104,33 +105,15 @@ export function startProcess(name: string, command: string, args: string[], opti
     running,
     describe,
     waitForLine<T>(match: (line: string) => T | undefined, what: string, timeoutMs = 30_000): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        let seen = 0;
-        const check = () => {
-          for (; seen < lines.length; seen++) {
-            const v = match(lines[seen]!);
-            if (v !== undefined) {
-              done();
-              resolve(v);
-              return;
-            }
-          }
-          if (!running()) {
-            done();
-            reject(new Error(`${name} exited before ${what}: ${describe()}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${describe()}`));
-        }, timeoutMs);
-        const done = () => {
-          clearTimeout(timer);
-          listeners.delete(check);
-        };
-        listeners.add(check);
-        check();
-      });
+      let seen = 0;
+      const find = () => {
+        for (; seen < lines.length; seen++) {
+          const v = match(lines[seen]!);
+          if (v !== undefined) return v;
+        }
+        return undefined;
+      };
+      return waitForOutput({ name, listeners, running, describe: () => describe() }, find, what, timeoutMs);
     },
     async stop(graceMs = 10_000) {
       if (!running()) return exited;

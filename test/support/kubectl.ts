@@ -7,6 +7,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { waitForOutput } from './wait.js';
 
 export const KUBECTL_TIMEOUT_MS = 15_000;
 
@@ -126,28 +127,7 @@ export class Kubectl {
       running,
       describe,
       waitFor(pattern: RegExp, what: string, timeoutMs = KUBECTL_TIMEOUT_MS): Promise<RegExpExecArray> {
-        return new Promise((resolve, reject) => {
-          const check = () => {
-            const m = pattern.exec(stdout);
-            if (m) {
-              done();
-              resolve(m);
-            } else if (!running()) {
-              done();
-              reject(new Error(`kubectl exited before ${what}: ${describe()}`));
-            }
-          };
-          const timer = setTimeout(() => {
-            done();
-            reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${describe()}`));
-          }, timeoutMs);
-          const done = () => {
-            clearTimeout(timer);
-            listeners.delete(check);
-          };
-          listeners.add(check);
-          check();
-        });
+        return waitForOutput({ name: 'kubectl', listeners, running, describe }, () => pattern.exec(stdout) ?? undefined, what, timeoutMs);
       },
     };
   }

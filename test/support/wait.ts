@@ -16,3 +16,42 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     await new Promise((r) => setTimeout(r, interval));
   }
 }
+
+/** What `waitForOutput` needs of a running child process. */
+export interface WatchedProcess {
+  /** Its name in errors. */
+  name: string;
+  /** Called whenever the process writes or exits; `waitForOutput` adds and removes its check here. */
+  listeners: Set<() => void>;
+  running: () => boolean;
+  describe: () => string;
+}
+
+/**
+ * Resolves with the first non-undefined result of `find` (run on every notification of new
+ * output); rejects when the process exits first or after `timeoutMs`, with its description.
+ */
+export function waitForOutput<T>(p: WatchedProcess, find: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const check = () => {
+      const v = find();
+      if (v !== undefined) {
+        done();
+        resolve(v);
+      } else if (!p.running()) {
+        done();
+        reject(new Error(`${p.name} exited before ${what}: ${p.describe()}`));
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${p.describe()}`));
+    }, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      p.listeners.delete(check);
+    };
+    p.listeners.add(check);
+    check();
+  });
+}
