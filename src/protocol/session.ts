@@ -625,10 +625,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
         if (increment > 0) this.sendControl(encodeFrame({ kind: FrameKind.WINDOW, id: stream.id, increment }));
       }
     }
-    if (stream.recvEnded && stream.recv.length === 0 && !stream.endPushed) {
-      stream.endPushed = true;
-      stream.push(null);
-    }
+    if (stream.recvEnded && stream.recv.length === 0) this.pushEnd(stream);
   }
 
   streamTakeWhole(stream: TunnelStream): Buffer[] | null {
@@ -637,11 +634,15 @@ export class Session extends EventEmitter<SessionEvents> implements StreamOwner 
     stream.recv = [];
     if (stream.recvBytes > 0) this.budget.release(stream.recvBytes);
     stream.recvBytes = 0;
-    if (!stream.endPushed) {
-      stream.endPushed = true;
-      stream.push(null);
-    }
+    this.pushEnd(stream);
     return whole;
+  }
+
+  /** Ends the stream's readable side, once. */
+  private pushEnd(stream: TunnelStream): void {
+    if (stream.endPushed) return;
+    stream.endPushed = true;
+    stream.push(null);
   }
 
   streamDestroyed(stream: TunnelStream, err: Error | null): void {
