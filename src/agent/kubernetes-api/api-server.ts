@@ -222,14 +222,14 @@ export class ApiServerClient {
   constructor(config: ApiServerConfig, options: { logger: Logger; tokenRefreshMs?: number }) {
     this.url = config.url;
     this.basePath = config.url.pathname.replace(/\/+$/, '');
+    this.secure = config.url.protocol === 'https:';
     const hostname = config.url.hostname.replace(/^\[(.*)\]$/, '$1');
     this.target = {
       protocol: config.url.protocol,
       hostname,
       family: isIPv6(hostname) ? 6 : undefined,
-      port: config.url.port || (config.url.protocol === 'https:' ? 443 : 80),
+      port: config.url.port || (this.secure ? 443 : 80),
     };
-    this.secure = config.url.protocol === 'https:';
     const tls = config.tls;
     this.agent = this.secure
       ? new https.Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized, servername: tls.servername })
