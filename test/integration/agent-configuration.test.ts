@@ -8,16 +8,24 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Agentk } from '../../src/agent/app.js';
-import type { AgentConfigurationModule } from '../../src/broker/agent-configuration/agent-configuration.js';
+import type { AgentConfigurationServer } from '../../src/broker/agent-configuration/agent-configuration.js';
+import { AGENT_CONFIGURATION } from '../../src/broker/agent-configuration/module.js';
 import { waitFor } from '../../src/protocol/testing/session-suite.js';
 import { createLogger, type Logger } from '../../src/shared/logger.js';
 import { startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
 import { bodyOf, LogCapture, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
 
+/** A metric of kas by name, as the registry holds it (every module registers its own there). */
+async function metricOf(stack: Stack, name: string) {
+  const metric = stack.kas.metrics.getSingleMetric(name);
+  if (!metric) throw new Error(`kas has no metric ${name}`);
+  return metric.get();
+}
+
 describe('agent configuration from standalone.config_dir', () => {
   let upstream: Upstream;
   let stack: Stack;
-  let configs: AgentConfigurationModule;
+  let configs: AgentConfigurationServer;
   let agentLogger: Logger;
   let configDir: string;
   let agentFile: string;
@@ -37,7 +45,7 @@ describe('agent configuration from standalone.config_dir', () => {
     writeConfig('observability:\n  logging:\n    level: debug\n');
     // A long poll period: every re-read in this test is asked for explicitly.
     stack = await startStack({ upstream, startAgent: false, kas: { standalone: { config_dir: configDir }, agent: { configuration: { poll_period: '1h' } } } });
-    configs = stack.kas.agentConfiguration!;
+    configs = stack.kas.service(AGENT_CONFIGURATION)!;
     expect(configs).not.toBeNull();
     // agentk starts at info (its --log-level), so a change to debug is visible.
     agentLogger = createLogger({ name: 'agentk', level: 'info', destination: stack.agentLogs });
@@ -87,8 +95,8 @@ describe('agent configuration from standalone.config_dir', () => {
     const warning = stack.kasLogs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.msg === 'the agent configuration file is invalid; the last valid configuration stays in force');
     expect(warning).toMatchObject({ level: 40, agentId: 1, commit: status.commit });
     expect(String(warning?.error)).toContain('observability.tracing: unknown key');
-    expect((await stack.kas.metrics.agentConfigsInvalid.get()).values[0]?.value).toBe(1);
-    const errors = await stack.kas.metrics.agentConfigErrors.get();
+    expect((await metricOf(stack, 'kas_agent_configs_invalid')).values[0]?.value).toBe(1);
+    const errors = await metricOf(stack, 'kas_agent_config_errors_total');
     expect(errors.values.find((v) => v.labels.reason === 'invalid')?.value).toBe(1);
   });
 
@@ -98,7 +106,7 @@ describe('agent configuration from standalone.config_dir', () => {
     await waitFor(() => agentLogger.level === 'warn', 'agentk to switch to warn after the file was fixed');
     expect(configs.status(1)).toMatchObject({ valid: true, unsupported_sections: ['flux'] });
     expect(configs.status(1)?.error).toBeUndefined();
-    expect((await stack.kas.metrics.agentConfigsInvalid.get()).values[0]?.value).toBe(0);
+    expect((await metricOf(stack, 'kas_agent_configs_invalid')).values[0]?.value).toBe(0);
 
     rmSync(agentFile);
     configs.pollAgent(1);
@@ -128,7 +136,7 @@ describe('agent configuration from GitLab', () => {
   let gl: FakeGitLab;
   let upstream: Upstream;
   let stack: Stack;
-  let configs: AgentConfigurationModule;
+  let configs: AgentConfigurationServer;
   let agentLogger: Logger;
 
   beforeAll(async () => {
@@ -145,7 +153,7 @@ describe('agent configuration from GitLab', () => {
       gitlab: { url: gl.url, caPem: gl.caPem, secretFileContent: gl.secretFileContent, repositoryToken: gl.repositoryToken, agentToken: AGENT_TOKEN },
       kas: { agent: { configuration: { poll_period: '1h' } } },
     });
-    configs = stack.kas.agentConfiguration!;
+    configs = stack.kas.service(AGENT_CONFIGURATION)!;
     agentLogger = createLogger({ name: 'agentk', level: 'info', destination: stack.agentLogs });
     await stack.startAgent({ logger: agentLogger });
     await stack.waitForAgent();

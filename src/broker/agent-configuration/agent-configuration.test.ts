@@ -10,9 +10,10 @@ import type { TunnelStream } from '../../protocol/stream.js';
 import { readAll, waitFor } from '../../protocol/testing/session-suite.js';
 import { createLogger } from '../../shared/logger.js';
 import type { AgentIdentity } from '../auth/types.js';
-import { KasMetrics } from '../observability/metrics.js';
+import { Registry } from 'prom-client';
+import { AgentConfigMetrics } from './metrics.js';
 import { AgentRegistry } from '../tunnel/agent-registry.js';
-import { AgentConfigurationModule } from './agent-configuration.js';
+import { AgentConfigurationServer } from './agent-configuration.js';
 import type { ConfigFile, ConfigSource } from './config-source.js';
 
 const silent = createLogger({ name: 'test', level: 'silent' });
@@ -63,16 +64,16 @@ interface FakeAgent {
   close(): void;
 }
 
-describe('AgentConfigurationModule', () => {
+describe('AgentConfigurationServer', () => {
   let registry: AgentRegistry;
   let source: StubSource;
   let gitlab: StubGitLab;
-  let metrics: KasMetrics;
-  let module: AgentConfigurationModule;
+  let metrics: AgentConfigMetrics;
+  let module: AgentConfigurationServer;
   const agents: FakeAgent[] = [];
 
-  function makeModule(options: { gitlab?: boolean; pollPeriodMs?: number; replyTimeoutMs?: number } = {}): AgentConfigurationModule {
-    return new AgentConfigurationModule({
+  function makeModule(options: { gitlab?: boolean; pollPeriodMs?: number; replyTimeoutMs?: number } = {}): AgentConfigurationServer {
+    return new AgentConfigurationServer({
       registry,
       source,
       gitlab: options.gitlab === false ? null : gitlab,
@@ -87,7 +88,7 @@ describe('AgentConfigurationModule', () => {
     registry = new AgentRegistry();
     source = new StubSource();
     gitlab = new StubGitLab();
-    metrics = new KasMetrics();
+    metrics = new AgentConfigMetrics(new Registry());
     module = makeModule();
     await module.start();
   });

@@ -17,11 +17,12 @@ import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentIdentity } from '../auth/types.js';
 import type { GitLabClient } from '../gitlab/client.js';
-import type { KasMetrics } from '../observability/metrics.js';
+import type { AgentConfigMetrics } from './metrics.js';
 import type { AgentConnection, AgentRegistry } from '../tunnel/agent-registry.js';
 import { AgentConfigError } from './agent-config-error.js';
 import type { ConfigFile, ConfigSource } from './config-source.js';
-import { parseAgentConfig, type ParsedAgentConfig } from './schema.js';
+import { SectionFanOut, type SectionListener } from '../../shared/section-fan-out.js';
+import { parseAgentConfig, type AgentConfiguration, type ParsedAgentConfig } from './schema.js';
 
 export interface AgentConfigurationDeps {
   registry: AgentRegistry;
@@ -30,7 +31,7 @@ export interface AgentConfigurationDeps {
   gitlab: Pick<GitLabClient, 'postAgentConfiguration'> | null;
   /** `agent.configuration.poll_period`, ms. */
   pollPeriodMs: number;
-  metrics: KasMetrics;
+  metrics: AgentConfigMetrics;
   logger: Logger;
   /** How long agentk may take to answer a push before the stream is reset, ms (default 30 s). */
   replyTimeoutMs?: number;
@@ -89,15 +90,17 @@ const DEFAULT_REPLY_TIMEOUT_MS = 30_000;
 /** Tunnel codes that mean "the session is going away", not "agentk failed". */
 const SESSION_GONE = new Set(['SESSION_CLOSED', 'CONNECTION_LOST', 'GOING_AWAY', 'STREAM_REFUSED', 'KEEPALIVE_TIMEOUT', 'AUTH_REVOKED']);
 
-export class AgentConfigurationModule {
+export class AgentConfigurationServer {
   private readonly deps: AgentConfigurationDeps;
   private readonly states = new Map<number, AgentState>();
   private unsubscribe: (() => void) | null = null;
   private running = false;
   private generation = 0;
+  private readonly sections: SectionFanOut<AgentConfiguration, number>;
 
   constructor(deps: AgentConfigurationDeps) {
     this.deps = deps;
+    this.sections = new SectionFanOut((err, section) => deps.logger.error({ err, section }, 'a subscriber of the agent configuration failed'));
   }
 
   /** Starts following the registry: agents connected already are polled at once. */
@@ -116,7 +119,10 @@ export class AgentConfigurationModule {
     this.running = false;
     this.unsubscribe?.();
     this.unsubscribe = null;
-    for (const st of this.states.values()) if (st.timer) clearTimeout(st.timer);
+    for (const st of this.states.values()) {
+      if (st.timer) clearTimeout(st.timer);
+      this.sections.remove(st.agentId);
+    }
     this.states.clear();
     this.deps.metrics.agentConfigsInvalid.set(0);
   }
@@ -147,6 +153,20 @@ export class AgentConfigurationModule {
     return s ? { ...s, unsupported_sections: [...s.unsupported_sections] } : null;
   }
 
+  /**
+   * Follows one section of every connected agent's configuration in force: the listener is called
+   * at once for each agent that has one, then whenever that section changes, and with `undefined`
+   * when the agent's last session on this kas is gone. Returns the function that unsubscribes.
+   */
+  subscribe<S extends keyof AgentConfiguration>(section: S, listener: SectionListener<AgentConfiguration[S], number>): () => void {
+    return this.sections.subscribe(section, listener);
+  }
+
+  /** The configuration in force of an agent connected to this kas (validated, defaults applied), if any. */
+  configuration(agentId: number): AgentConfiguration | undefined {
+    return this.sections.current(agentId);
+  }
+
   // ---- following connections ----------------------------------------------------------------
 
   private onAgentChange(agentId: number): void {
@@ -157,6 +177,7 @@ export class AgentConfigurationModule {
       if (st) {
         if (st.timer) clearTimeout(st.timer);
         this.states.delete(agentId);
+        this.sections.remove(agentId);
         this.updateInvalidGauge();
       }
       return;
@@ -256,6 +277,7 @@ export class AgentConfigurationModule {
     }
     const inForce: InForce = { commit: file.commit, parsed, data: encodeAgentConfigData(parsed.forAgent), generation: ++this.generation, appliedAt: new Date() };
     st.inForce = inForce;
+    this.sections.publish(st.agentId, parsed.config);
     st.status = { commit: file.commit, valid: true, unsupported_sections: [...parsed.unsupportedSections], applied_commit: file.commit, applied_at: inForce.appliedAt.toISOString() };
     metrics.agentConfigUpdates.inc();
     this.updateInvalidGauge();

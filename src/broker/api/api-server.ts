@@ -10,7 +10,7 @@ import type { Logger } from '../../shared/logger.js';
 import { BUILD_INFO } from '../../shared/version.js';
 import type { GitLabClient } from '../gitlab/client.js';
 import { verifyForKas } from '../gitlab/jwt.js';
-import type { ConnectionRecord } from '../routing/shared-state.js';
+import type { ConnectionRecord } from '../replicas/connection-record.js';
 
 /** What the agent configuration feature offers the API (absent when it is not running). */
 export interface AgentConfigView {

@@ -9,7 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { z } from 'zod';
 import { KAS_JWT_HEADER, signKasToGitLab } from './jwt.js';
-import { TokenBucket } from './rate-limiter.js';
+import { TokenBucket } from './token-bucket.js';
 
 export interface GitLabClientOptions {
   address: string;
@@ -186,6 +186,11 @@ export class GitLabClient {
       const next = String(res.headers['x-next-page'] ?? '');
       if (!next || entries.length === 0) return out;
     }
+  }
+
+  /** True when kas may read repositories (gitlab.repository_token_file is set). */
+  get hasRepositoryToken(): boolean {
+    return this.options.repositoryToken !== undefined;
   }
 
   private repositoryHeaders(): Record<string, string> {

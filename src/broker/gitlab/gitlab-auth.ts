@@ -7,6 +7,7 @@
  */
 import { hash } from 'node:crypto';
 import type { Logger } from '../../shared/logger.js';
+import type { RefusalCache } from '../replicas/replica-state.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyDecision, ProxyRequestCredentials } from '../auth/types.js';
 import { AsyncCache, type Outcome } from './async-cache.js';
@@ -27,14 +28,9 @@ export interface GitLabAuthOptions {
    * Refusals shared with other replicas (Redis), consulted before asking GitLab and fed with every
    * definite refusal; absent for a single replica (the local cache does the same job).
    */
-  sharedRefusals?: () => SharedRefusals | null;
+  sharedRefusals?: RefusalCache;
   /** Called on every proxy decision made from GitLab's answers, for usage metrics. */
   onProxyUse?: (decision: ProxyDecision, userId: number | null) => void;
-}
-
-export interface SharedRefusals {
-  refusedRecently(kind: string, digest: string): Promise<boolean>;
-  recordRefusal(kind: string, digest: string, ttlMs: number): Promise<void>;
 }
 
 export interface AgentAuthInfo extends AgentIdentity {
@@ -102,7 +98,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
   /** Resolves the agent, null for a token GitLab refuses; throws when GitLab cannot be asked. */
   /** Runs a GitLab look-up unless another replica saw GitLab refuse it recently; shares new refusals. */
   private async sharing<T>(kind: string, key: string, ttlMs: number, load: () => Promise<T>): Promise<T> {
-    const shared = this.o.sharedRefusals?.() ?? null;
+    const shared = this.o.sharedRefusals ?? null;
     if (shared && (await shared.refusedRecently(kind, key))) throw new GitLabError(401, 'refused recently (shared cache)');
     try {
       return await load();

@@ -15,22 +15,24 @@ import type { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import { kubernetesStatusBody } from '../../shared/k8s-status.js';
 import type { Logger } from '../../shared/logger.js';
-import { readTlsFiles } from '../../shared/tls-files.js';
+import type { TlsPair } from '../configuration/tls-files.js';
 import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
-import type { KasConfig } from '../configuration/schema.js';
-import type { KasMetrics } from '../observability/metrics.js';
+import type { KubernetesApiConfig } from './config.js';
+import type { ProxyMetrics } from './metrics.js';
 import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
 import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
 import { answerClientError } from '../client-error.js';
 import { Cancellation } from '../cancellation.js';
 
 export interface ProxyDeps {
-  config: KasConfig['agent']['kubernetes_api'];
+  config: KubernetesApiConfig;
+  /** The certificate and key (read while kas is created), or null for plain HTTP. */
+  tls: TlsPair | null;
   /** The one origin browsers may call from (GitLab's external URL), or null for no CORS. */
   corsOrigin: string | null;
   authenticator: ProxyAuthenticator;
   router: AgentRouter;
-  metrics: KasMetrics;
+  metrics: ProxyMetrics;
   logger: Logger;
 }
 
@@ -84,7 +86,7 @@ export class KubernetesApiProxy {
 
   async start(): Promise<string> {
     const { config } = this.deps;
-    const tls = readTlsFiles('agent.kubernetes_api.listen', config.listen);
+    const { tls } = this.deps;
     // headers_timeout bounds slow-header clients; Node checks it every connectionsCheckingInterval.
     const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.listen.headers_timeout / 4)) };
     // A client may half-close (FIN after its request) and still read the reply: keep the socket

@@ -8,10 +8,10 @@ import type { Head } from '../../protocol/frames.js';
 import { encodeRouteHead } from '../../protocol/route.js';
 import type { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
-import type { KasMetrics } from '../observability/metrics.js';
+import type { ProxyMetrics } from '../kubernetes-api/metrics.js';
 import type { AgentRegistry } from '../tunnel/agent-registry.js';
 import type { PeerPool } from './peer-pool.js';
-import type { RedisSharedState } from './shared-state.js';
+import type { AgentPresence } from '../replicas/replica-state.js';
 
 export interface OpenedStream {
   stream: TunnelStream;
@@ -33,8 +33,9 @@ const POLL_MS = 1000;
 export class AgentRouter {
   constructor(
     private readonly registry: AgentRegistry,
-    private readonly metrics: KasMetrics,
-    private readonly shared: RedisSharedState | null,
+    private readonly metrics: ProxyMetrics,
+    private readonly presence: AgentPresence,
+    /** Sessions to other replicas; null for a single replica. */
     private readonly peers: PeerPool | null,
   ) {}
 
@@ -55,15 +56,15 @@ export class AgentRouter {
       const remaining = deadline - Date.now();
       if (remaining <= 0 || o.signal.aborted) return null;
       const waits: Array<Promise<unknown>> = [this.registry.waitFor(agentId, remaining, o.signal, o.tried)];
-      if (this.shared) waits.push(this.shared.waitRegistered(agentId, Math.min(remaining, POLL_MS), o.signal));
+      waits.push(this.presence.waitRegistered(agentId, Math.min(remaining, POLL_MS), o.signal));
       await Promise.race(waits);
       if (o.signal.aborted) return null;
     }
   }
 
   private async openRemote(agentId: number, head: Head, o: OpenOptions): Promise<OpenedStream | null> {
-    if (!this.shared || !this.peers) return null;
-    for (const url of await this.shared.holders(agentId)) {
+    if (!this.peers) return null;
+    for (const url of await this.presence.holders(agentId)) {
       let session: Session;
       try {
         session = await this.peers.get(url);

@@ -8,7 +8,7 @@ import { Session } from '../../protocol/session.js';
 import type { Logger } from '../../shared/logger.js';
 import { WsTransport } from '../../shared/ws-transport.js';
 import { signKasToKas } from '../gitlab/jwt.js';
-import type { TunnelConfig } from '../configuration/schema.js';
+import type { TunnelConfig } from '../tunnel/config.js';
 import { sessionOptionsFrom } from '../tunnel/session-options.js';
 
 export class PeerPool {

@@ -18,7 +18,7 @@ import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
 import { WsTransport } from '../../shared/ws-transport.js';
 import { bearerToken } from '../auth/bearer.js';
-import type { TunnelConfig } from '../configuration/schema.js';
+import type { TunnelConfig } from '../tunnel/config.js';
 import { KAS_ISSUER, verifyForKas } from '../gitlab/jwt.js';
 import type { AgentRegistry } from '../tunnel/agent-registry.js';
 import { sessionOptionsFrom } from '../tunnel/session-options.js';

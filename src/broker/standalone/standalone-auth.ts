@@ -3,8 +3,9 @@
  * from files at start and kept only as SHA-256 digests, compared in constant time.
  */
 import type { Impersonation } from '../../protocol/http.js';
-import { readTokenFile, tokenDigest, tokenMatches } from '../../shared/secret.js';
-import type { AccessAs, KasConfig } from '../configuration/schema.js';
+import { readTokenFile, tokenDigest, tokenMatches } from '../../shared/tokens.js';
+import { ConfigError } from '../configuration/config-error.js';
+import type { AccessAs, StandaloneConfig } from './config.js';
 import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyRequestCredentials } from '../auth/types.js';
 import { bearerToken } from '../auth/bearer.js';
 
@@ -21,19 +22,19 @@ export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
   private readonly agents: AgentEntry[];
   private readonly proxyTokens: ProxyEntry[];
 
-  constructor(config: KasConfig['standalone']) {
+  constructor(config: StandaloneConfig) {
     this.agents = config.agents.map((a, i) => {
       try {
         return { identity: { agentId: a.id, agentName: a.name, projectId: null }, digest: tokenDigest(readTokenFile(a.token_file)) };
       } catch (err) {
-        throw new Error(`standalone.agents.${i}.token_file: ${(err as Error).message}`, { cause: err });
+        throw new ConfigError(`standalone.agents.${i}.token_file: ${(err as Error).message}`, { cause: err });
       }
     });
     this.proxyTokens = config.proxy_tokens.map((t, i) => {
       try {
         return { digest: tokenDigest(readTokenFile(t.token_file)), agents: new Set(t.agents), impersonate: impersonationOf(t.access_as) };
       } catch (err) {
-        throw new Error(`standalone.proxy_tokens.${i}.token_file: ${(err as Error).message}`, { cause: err });
+        throw new ConfigError(`standalone.proxy_tokens.${i}.token_file: ${(err as Error).message}`, { cause: err });
       }
     });
   }

@@ -20,19 +20,21 @@ import type { Logger } from '../../shared/logger.js';
 import { WsTransport } from '../../shared/ws-transport.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
-import type { KasConfig } from '../configuration/schema.js';
-import type { KasMetrics } from '../observability/metrics.js';
+import type { AgentListenConfig, TunnelConfig } from './config.js';
+import type { TunnelMetrics } from './metrics.js';
 import type { AgentMeta, AgentRegistry } from './agent-registry.js';
 import { sessionOptionsFrom } from './session-options.js';
-import { readTlsFiles } from '../../shared/tls-files.js';
+import type { TlsPair } from '../configuration/tls-files.js';
 import { answerClientError } from '../client-error.js';
 
 export interface AgentListenerDeps {
-  listen: KasConfig['agent']['listen'];
-  tunnel: KasConfig['agent']['tunnel'];
+  listen: AgentListenConfig;
+  /** The certificate and key (read while kas is created), or null for plain ws://. */
+  tls: TlsPair | null;
+  tunnel: TunnelConfig;
   authenticator: AgentAuthenticator;
   registry: AgentRegistry;
-  metrics: KasMetrics;
+  metrics: TunnelMetrics;
   logger: Logger;
   processBudget: BufferBudget;
   /** Counts a connection attempt of a token (by its digest); false when over the per-minute limit. */
@@ -92,7 +94,7 @@ export class AgentListener {
 
   async start(): Promise<string> {
     const { listen } = this.deps;
-    const tls = readTlsFiles('agent.listen', listen);
+    const { tls } = this.deps;
     // A client must send its whole upgrade request within headers_timeout (slow-header attacks);
     // Node checks that deadline every connectionsCheckingInterval, so that follows the timeout.
     const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, listen.headers_timeout / 4)) };

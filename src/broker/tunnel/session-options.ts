@@ -1,6 +1,6 @@
 /** Maps the `agent.tunnel` configuration section to protocol session limits and tuning. */
 import type { SessionLimits, SessionTuning } from '../../protocol/limits.js';
-import type { TunnelConfig } from '../configuration/schema.js';
+import type { TunnelConfig } from './config.js';
 
 export function sessionOptionsFrom(t: TunnelConfig): { limits: SessionLimits; tuning: Partial<SessionTuning> } {
   return {

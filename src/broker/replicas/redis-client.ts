@@ -6,14 +6,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
-import { readTokenFile } from '../../shared/secret.js';
-import type { KasConfig } from '../configuration/schema.js';
+import { readTokenFile } from '../../shared/tokens.js';
+import { ConfigError } from '../configuration/config-error.js';
+import type { ConfigOf } from '../configuration/config-part.js';
+import type { redisConfig } from './config.js';
 
-export type RedisConfig = NonNullable<KasConfig['redis']>;
+export type RedisConfig = NonNullable<ConfigOf<[typeof redisConfig]>['redis']>;
 
 function hostPort(text: string, key: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  if (!m) throw new Error(`${key}: expected "host:port", got ${JSON.stringify(text)}`);
+  if (!m) throw new ConfigError(`${key}: expected "host:port", got ${JSON.stringify(text)}`);
   return { host: m[1] ?? m[2]!, port: Number(m[3]) };
 }
 
@@ -22,7 +24,15 @@ function secretOf(key: string, path: string | undefined): string | undefined {
   try {
     return readTokenFile(path);
   } catch (err) {
-    throw new Error(`${key}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError(`${key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function readCa(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`redis.tls.ca_certificate_file: cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -37,7 +47,7 @@ export function redisOptions(cfg: RedisConfig): RedisOptions {
     enableOfflineQueue: false,
     lazyConnect: true,
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
-    ...(cfg.tls.enabled && { tls: cfg.tls.ca_certificate_file ? { ca: readFileSync(cfg.tls.ca_certificate_file) } : {} }),
+    ...(cfg.tls.enabled && { tls: cfg.tls.ca_certificate_file ? { ca: readCa(cfg.tls.ca_certificate_file) } : {} }),
   };
   if (cfg.sentinel) {
     return {

@@ -1,0 +1,31 @@
+/** The API for GitLab: served when api.listen.authentication_secret_file is set. */
+import { AGENT_CONFIGURATION } from '../agent-configuration/module.js';
+import { readSecretFile } from '../configuration/secret-file.js';
+import { GITLAB } from '../gitlab/module.js';
+import { listenerModule } from '../listener-module.js';
+import { defineModule } from '../module.js';
+import { REPLICA_STATE } from '../replicas/service.js';
+import { ApiServer } from './api-server.js';
+import { apiConfig } from './config.js';
+
+export const apiModule = defineModule({
+  name: 'api',
+  owns: [apiConfig],
+  create(ctx) {
+    const { listen } = ctx.config.api;
+    if (!listen.authentication_secret_file) return null;
+    const { services } = ctx;
+    const state = services.get(REPLICA_STATE);
+    const agentConfig = services.find(AGENT_CONFIGURATION);
+    const api = new ApiServer({
+      address: listen.address,
+      secret: readSecretFile('api.listen.authentication_secret_file', listen.authentication_secret_file),
+      connections: (agentIds, projectIds) => state.records.connections(agentIds, projectIds),
+      gitPush: (projectId) => state.gitPush.publish(projectId),
+      gitlab: services.find(GITLAB)?.client ?? null,
+      agentConfig: () => agentConfig,
+      logger: ctx.logger,
+    });
+    return listenerModule('api', api);
+  },
+});

@@ -1,0 +1,18 @@
+/** The Kubernetes API proxy's listener and how it finds an agent. */
+import { z } from 'zod';
+import { configPart, type ConfigOf } from '../configuration/config-part.js';
+import { address, duration, tlsFiles, tlsPair } from '../configuration/fields.js';
+
+export const kubernetesApiConfig = configPart('agent.kubernetes_api', {
+  listen: z
+    .strictObject({ address: address('0.0.0.0:8154'), ...tlsFiles, headers_timeout: duration('30s') })
+    .prefault({})
+    .superRefine(tlsPair),
+  url_path_prefix: z
+    .string()
+    .default('/')
+    .refine((p) => p.startsWith('/'), { message: 'expected a path starting with "/"' }),
+  agent_wait_timeout: duration('20s'),
+});
+
+export type KubernetesApiConfig = ConfigOf<[typeof kubernetesApiConfig]>['agent']['kubernetes_api'];

@@ -1,0 +1,35 @@
+/**
+ * The Kubernetes API proxy: kubectl, CI jobs and GitLab call it; each request is authenticated,
+ * routed to a session of its agent (on this replica or another) and streamed through the tunnel.
+ */
+import { AUTH } from '../auth/service.js';
+import { readTlsFiles } from '../configuration/tls-files.js';
+import { listenerModule } from '../listener-module.js';
+import { defineModule } from '../module.js';
+import { PEERS, REPLICA_STATE } from '../replicas/service.js';
+import { AgentRouter } from '../routing/agent-router.js';
+import { kubernetesApiConfig } from './config.js';
+import { ProxyMetrics } from './metrics.js';
+import { KubernetesApiProxy } from './proxy.js';
+
+export const kubernetesApiModule = defineModule({
+  name: 'kubernetes_api',
+  owns: [kubernetesApiConfig],
+  create(ctx) {
+    const { services } = ctx;
+    const config = ctx.config.agent.kubernetes_api;
+    const metrics = new ProxyMetrics(ctx.metrics);
+    const auth = services.get(AUTH);
+    const router = new AgentRouter(ctx.agents, metrics, services.get(REPLICA_STATE).presence, services.get(PEERS));
+    const proxy = new KubernetesApiProxy({
+      config,
+      tls: readTlsFiles('agent.kubernetes_api.listen', config.listen),
+      corsOrigin: auth.corsOrigin,
+      authenticator: auth.proxy,
+      router,
+      metrics,
+      logger: ctx.logger,
+    });
+    return listenerModule('kubernetes_api', proxy);
+  },
+});

@@ -1,0 +1,24 @@
+/**
+ * kas's modules, in start order (they stop in reverse). A module may use what the modules before it
+ * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
+ */
+import { agentConfigurationModule } from './agent-configuration/module.js';
+import { apiModule } from './api/module.js';
+import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
+import { kubernetesApiModule } from './kubernetes-api/module.js';
+import { observabilityModule } from './observability/module.js';
+import { replicasModule } from './replicas/module.js';
+import { standaloneModule } from './standalone/module.js';
+import { agentListenerModule } from './tunnel/module.js';
+
+export const KAS_MODULES = [
+  observabilityModule,
+  replicasModule,
+  gitlabModule,
+  standaloneModule,
+  agentListenerModule,
+  kubernetesApiModule,
+  agentConfigurationModule,
+  apiModule,
+  usageMetricsModule,
+] as const;

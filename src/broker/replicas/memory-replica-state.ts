@@ -1,0 +1,57 @@
+/**
+ * The state of a single replica (no Redis): presence is the local registry alone (no other holders),
+ * records are this replica's connections, git pushes reach this replica's subscribers, the refusal
+ * cache is GitLab auth's own local one (nothing to share), the rate limit counts in memory.
+ */
+import type { AgentRegistry } from '../tunnel/agent-registry.js';
+import { localConnections } from './connection-record.js';
+import { MemoryConnectionRateLimit } from './memory-rate-limit.js';
+import type { ReplicaState } from './replica-state.js';
+
+export class MemoryReplicaState implements ReplicaState {
+  readonly healthy = true;
+  readonly rateLimit = new MemoryConnectionRateLimit();
+  private readonly gitPushListeners = new Set<(projectId: number) => void>();
+
+  readonly presence = {
+    holders: (): Promise<string[]> => Promise.resolve([]),
+    // No other replica exists to announce an agent: the caller's wait on the local registry ends it.
+    waitRegistered: (): Promise<void> => new Promise<void>(() => undefined),
+  };
+
+  readonly records = {
+    connections: (agentIds: number[], projectIds: number[]) => Promise.resolve(localConnections(this.registry, this.instanceName, agentIds, projectIds)),
+  };
+
+  readonly gitPush = {
+    publish: (projectId: number): Promise<void> => {
+      for (const l of this.gitPushListeners) l(projectId);
+      return Promise.resolve();
+    },
+    subscribe: (listener: (projectId: number) => void): void => {
+      this.gitPushListeners.add(listener);
+    },
+  };
+
+  readonly refusals = {
+    refusedRecently: (): Promise<boolean> => Promise.resolve(false),
+    recordRefusal: (): Promise<void> => Promise.resolve(),
+  };
+
+  constructor(
+    private readonly registry: AgentRegistry,
+    private readonly instanceName: string,
+  ) {}
+
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  withdraw(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}
