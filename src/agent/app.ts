@@ -1,5 +1,5 @@
 /**
- * agentk's composition root: builds the features from resolved options, in an explicit list,
+ * agentk's composition root: creates the modules from resolved options, in an explicit list,
  * starts them in order and stops them in reverse. main.ts turns flags into AgentOptions; tests and
  * other programs call createAgentk/startAgentk directly.
  *
@@ -13,12 +13,13 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigurationFeature } from './configuration/agent-configuration-feature.js';
-import type { Feature } from './feature.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
-import { KubernetesApiFeature } from './kubernetes-api/kubernetes-api-feature.js';
+import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-feature.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
+import { followLogLevel } from './observability/log-level.js';
 import { ObservabilityServer } from './observability/observability-server.js';
 import type { BackoffOptions } from './tunnel/backoff.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
@@ -74,67 +75,108 @@ export interface Agentk {
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
 
-export function createAgentk(options: AgentOptions): Agentk {
-  const logger = options.logger ?? createLogger({ name: 'agentk' });
-  const listen = typeof options.observabilityListenAddress === 'object' ? options.observabilityListenAddress : parseListenAddress(options.observabilityListenAddress ?? ':8080');
-  if (!listen) throw new Error(`observabilityListenAddress is not host:port: ${String(options.observabilityListenAddress)}`);
-  const kasAddress = typeof options.kasAddress === 'string' ? new URL(options.kasAddress) : options.kasAddress;
-  const metrics = new AgentMetrics({ defaultMetrics: options.defaultMetrics });
-  const handlers = new StreamHandlers(metrics);
+/** What the modules share in agentk: the handshake's cluster facts and the parts the app reports on. */
+interface Shared {
+  /** The API server's gitVersion ('' until known), for the handshake. */
+  kubernetesVersion: string;
+  observability: ObservabilityServer | null;
+  pool: TunnelPool | null;
+}
 
-  const kubernetesApi = new KubernetesApiFeature({
-    apiServer: options.apiServer,
-    handlers,
-    metrics,
-    logger: logger.child({ feature: 'kubernetes-api' }),
-    tokenRefreshMs: options.tokenRefreshMs,
-  });
-  const configuration = new AgentConfigurationFeature({ handlers, rootLogger: logger, logger: logger.child({ feature: 'configuration' }) });
-  const hello = (): Head => ({
-    agentVersion: BUILD_INFO.version,
-    agentCommit: BUILD_INFO.commit,
-    podNamespace: options.podNamespace ?? '',
-    podName: options.podName ?? '',
-    kubernetesVersion: kubernetesApi.kubernetesVersion,
-  });
-  const pool = new TunnelPool({
-    kasAddress,
-    token: options.token,
-    kasHeaders: options.kasHeaders ?? [],
-    kasCaCert: options.kasCaCert,
-    connections: options.kasConnections ?? 2,
-    hello,
-    handlers,
-    metrics,
-    logger: logger.child({ feature: 'tunnel' }),
-    backoff: options.backoff,
-    limits: options.limits,
-    tuning: options.tuning,
-  });
-  const observability = new ObservabilityServer({ listen, metrics, ready: () => pool.openSessions > 0, logger: logger.child({ feature: 'observability' }) });
-  const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
-  // The features, in start order; they stop in reverse.
-  const features: Feature[] = [
-    { name: 'observability', start: () => observability.start(), stop: () => observability.stop() },
-    kubernetesApi,
-    configuration,
+/** The modules of agentk, in start order (they stop in reverse). */
+function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): AgentkModuleFactory[] {
+  return [
+    {
+      name: 'observability',
+      create: (ctx) => {
+        const listen = typeof ctx.options.observabilityListenAddress === 'object' ? ctx.options.observabilityListenAddress : parseListenAddress(ctx.options.observabilityListenAddress ?? ':8080');
+        if (!listen) throw new Error(`observabilityListenAddress is not host:port: ${String(ctx.options.observabilityListenAddress)}`);
+        const server = new ObservabilityServer({ listen, metrics: ctx.metrics, ready: () => (shared.pool?.openSessions ?? 0) > 0, logger: ctx.logger });
+        shared.observability = server;
+        const stopFollowing = followLogLevel(ctx.configuration, ctx.rootLogger);
+        return {
+          name: 'observability',
+          start: () => server.start(),
+          stop: async () => {
+            stopFollowing();
+            await server.stop();
+          },
+        };
+      },
+    },
+    {
+      name: 'kubernetes_api',
+      create: (ctx) => {
+        const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        return {
+          name: module.name,
+          start: async () => {
+            await module.start();
+            shared.kubernetesVersion = module.kubernetesVersion;
+          },
+          stop: () => module.stop(),
+        };
+      },
+    },
+    { name: 'configuration', create: (ctx) => new AgentConfigurationReceiver({ handlers: ctx.handlers, rootLogger: ctx.rootLogger, logger: ctx.logger, sections }) },
     {
       name: 'tunnel',
-      start: async () => pool.start(),
-      stop: () => pool.stop(drainGraceMs),
+      create: (ctx) => {
+        const { options } = ctx;
+        const hello = (): Head => ({
+          agentVersion: BUILD_INFO.version,
+          agentCommit: BUILD_INFO.commit,
+          podNamespace: options.podNamespace ?? '',
+          podName: options.podName ?? '',
+          kubernetesVersion: shared.kubernetesVersion,
+        });
+        const pool = new TunnelPool({
+          kasAddress: kasUrl(options),
+          token: options.token,
+          kasHeaders: options.kasHeaders ?? [],
+          kasCaCert: options.kasCaCert,
+          connections: options.kasConnections ?? 2,
+          hello,
+          handlers: ctx.handlers,
+          metrics: ctx.metrics,
+          logger: ctx.logger,
+          backoff: options.backoff,
+          limits: options.limits,
+          tuning: options.tuning,
+        });
+        shared.pool = pool;
+        const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
+        return { name: 'tunnel', start: async () => pool.start(), stop: () => pool.stop(drainGraceMs) };
+      },
     },
   ];
+}
 
-  const started: Feature[] = [];
+function kasUrl(options: AgentOptions): URL {
+  return typeof options.kasAddress === 'string' ? new URL(options.kasAddress) : options.kasAddress;
+}
+
+export function createAgentk(options: AgentOptions): Agentk {
+  const logger = options.logger ?? createLogger({ name: 'agentk' });
+  const kasAddress = kasUrl(options);
+  const metrics = new AgentMetrics({ defaultMetrics: options.defaultMetrics });
+  const handlers = new StreamHandlers(metrics);
+  const configuration = new AgentConfigSectionsHub(logger.child({ module: 'configuration' }));
+  const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null };
+  const modules = agentkModules(shared, configuration).map((factory) =>
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration }),
+  );
+  const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
 
   async function stopStarted(): Promise<void> {
     while (started.length > 0) {
-      const feature = started.pop()!;
+      const module = started.pop()!;
       try {
-        await feature.stop();
+        await module.stop();
       } catch (err) {
-        logger.error({ err, feature: feature.name }, 'feature failed to stop');
+        logger.error({ err, module: module.name }, 'module failed to stop');
       }
     }
   }
@@ -143,29 +185,29 @@ export function createAgentk(options: AgentOptions): Agentk {
     metrics,
     logger,
     get observabilityAddress() {
-      return observability.address;
+      return shared.observability!.address;
     },
     get openSessions() {
-      return pool.openSessions;
+      return shared.pool?.openSessions ?? 0;
     },
     get liveSessions() {
-      return pool.liveSessions;
+      return shared.pool?.liveSessions ?? 0;
     },
     async start() {
       if (state !== 'new') throw new Error(`agentk cannot start: it is ${state}`);
       state = 'starting';
       logger.info({ version: BUILD_INFO.version, commit: BUILD_INFO.commit, kasAddress: kasAddress.href, connections: options.kasConnections ?? 2 }, 'agentk starting');
-      for (const feature of features) {
+      for (const module of modules) {
         try {
-          await feature.start();
+          await module.start();
         } catch (err) {
-          logger.error({ err, feature: feature.name }, 'feature failed to start');
+          logger.error({ err, module: module.name }, 'module failed to start');
           state = 'stopping';
           await stopStarted();
           state = 'stopped';
           throw err;
         }
-        started.push(feature);
+        started.push(module);
       }
       state = 'running';
     },

@@ -4,7 +4,7 @@
  */
 import { HTTP_STREAM } from '../../protocol/http.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Feature } from '../feature.js';
+import type { AgentkModule } from '../module.js';
 import type { AgentMetrics } from '../observability/metrics.js';
 import type { StreamHandlers } from '../tunnel/stream-handlers.js';
 import { ApiServerClient, type ApiServerConfig } from './api-server.js';
@@ -21,7 +21,7 @@ export interface KubernetesApiOptions {
   versionTimeoutMs?: number;
 }
 
-export class KubernetesApiFeature implements Feature {
+export class KubernetesApiModule implements AgentkModule {
   readonly name = 'kubernetes-api';
   /** The API server's gitVersion, '' until known or when it could not be had. */
   kubernetesVersion = '';

@@ -1,9 +1,9 @@
 /**
  * The agent configuration feature, agent half: serves the `agent_config` streams kas opens with each
  * new configuration (kas reads, validates and polls the file; agentk only applies the result) and
- * puts it in force without reconnecting. What it applies today: `observability.logging.level`, the
- * level of agentk's logger (and of every child logger made from it); a configuration without one
- * brings back the level agentk started with (its --log-level flag).
+ * puts it in force without reconnecting, by handing each section to the modules that subscribed to
+ * it (`subscribe(section, listener)`, latest value first). The log level is one such subscriber
+ * (observability/log-level.ts).
  */
 import {
   AGENT_CONFIG_STREAM,
@@ -17,7 +17,8 @@ import {
 import { TunnelError } from '../../protocol/errors.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Feature } from '../feature.js';
+import { SectionFanOut, type SectionListener } from '../../shared/section-fan-out.js';
+import type { AgentkModule } from '../module.js';
 import type { StreamHandlers } from '../tunnel/stream-handlers.js';
 
 export interface AgentConfigurationOptions {
@@ -27,8 +28,38 @@ export interface AgentConfigurationOptions {
    * `child()` from it follows. Its level at construction is the default.
    */
   rootLogger: Logger;
-  /** The feature's own logger. */
+  /** The module's own logger. */
   logger: Logger;
+  /** Where the configurations received are put in force, section by section. */
+  sections: AgentConfigSectionsHub;
+}
+
+/** The sections of the agent configuration in force, for the modules that act on them. */
+export interface AgentConfigSections {
+  /**
+   * Calls `listener` at once with the section in force (undefined before kas sent a configuration
+   * with it), then whenever it changes. Returns the function that unsubscribes.
+   */
+  subscribe<S extends keyof AgentConfigDocument & string>(section: S, listener: SectionListener<AgentConfigDocument[S], void>): () => void;
+}
+
+/** The sections of the configuration in force: modules subscribe, the receiver publishes. */
+export class AgentConfigSectionsHub implements AgentConfigSections {
+  private readonly fan: SectionFanOut<AgentConfigDocument>;
+
+  constructor(logger: Logger) {
+    this.fan = new SectionFanOut((err, section) => logger.error({ err, section }, 'a subscriber of the agent configuration failed'));
+  }
+
+  subscribe<S extends keyof AgentConfigDocument & string>(section: S, listener: SectionListener<AgentConfigDocument[S], void>): () => void {
+    const off = this.fan.subscribe(section, listener);
+    if (this.fan.current(undefined) === undefined) listener(undefined, undefined);
+    return off;
+  }
+
+  publish(document: AgentConfigDocument): void {
+    this.fan.publish(undefined, document);
+  }
 }
 
 /** What is in force, for tests and diagnostics. */
@@ -60,16 +91,14 @@ function readBounded(stream: TunnelStream, max: number): Promise<Buffer> {
   });
 }
 
-export class AgentConfigurationFeature implements Feature {
+export class AgentConfigurationReceiver implements AgentkModule {
   readonly name = 'configuration';
   private readonly options: AgentConfigurationOptions;
-  private readonly defaultLevel: string;
   private current: AppliedAgentConfig | null = null;
   private stopped = false;
 
   constructor(options: AgentConfigurationOptions) {
     this.options = options;
-    this.defaultLevel = options.rootLogger.level;
     options.handlers.register(AGENT_CONFIG_STREAM, (stream, logger) => this.handle(stream, logger));
   }
 
@@ -121,15 +150,13 @@ export class AgentConfigurationFeature implements Feature {
   /** Puts a configuration in force. Several sessions bring the same one: applying it again is harmless. */
   private apply(commit: string | null, document: AgentConfigDocument): void {
     const { rootLogger, logger } = this.options;
-    const level = document.observability?.logging?.level ?? this.defaultLevel;
     const previous = this.current;
+    const previousLogLevel = rootLogger.level;
+    // Said where it shows: a switch to warn or error must not hide the line that announces it.
+    const sayer = logger.isLevelEnabled('info') ? logger.child({}, { level: 'info' }) : logger;
+    this.options.sections.publish(document);
+    const level = rootLogger.level;
     this.current = { commit, document, logLevel: level };
-    const changed = previous?.commit !== commit || previous.logLevel !== level;
-    const line = { commit, logLevel: level, previousLogLevel: previous?.logLevel ?? this.defaultLevel };
-    // Said at the level that shows it: before a switch to warn or error, after a switch to debug.
-    const saidBefore = changed && logger.isLevelEnabled('info');
-    if (saidBefore) logger.info(line, 'agent configuration applied');
-    if (rootLogger.level !== level) rootLogger.level = level;
-    if (changed && !saidBefore) logger.info(line, 'agent configuration applied');
+    if (previous?.commit !== commit || previous.logLevel !== level) sayer.info({ commit, logLevel: level, previousLogLevel }, 'agent configuration applied');
   }
 }

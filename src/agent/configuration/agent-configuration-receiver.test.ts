@@ -13,7 +13,8 @@ import { errorOf } from '../../protocol/testing/session-suite.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { StreamHandlers } from '../tunnel/stream-handlers.js';
-import { AgentConfigurationFeature } from './agent-configuration-feature.js';
+import { followLogLevel } from '../observability/log-level.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './agent-configuration-receiver.js';
 
 class Lines extends Writable {
   readonly entries: Array<Record<string, unknown>> = [];
@@ -33,19 +34,21 @@ function replyOf(stream: TunnelStream): Promise<AgentConfigReply> {
   });
 }
 
-describe('AgentConfigurationFeature', () => {
+describe('AgentConfigurationReceiver', () => {
   let kas: Session;
   let agentSide: Session;
   let root: Logger;
   let logs: Lines;
-  let feature: AgentConfigurationFeature;
+  let feature: AgentConfigurationReceiver;
   let handlers: StreamHandlers;
 
   beforeEach(async () => {
     logs = new Lines();
     root = createLogger({ name: 'agentk', level: 'info', destination: logs });
     handlers = new StreamHandlers(new AgentMetrics({ defaultMetrics: false }));
-    feature = new AgentConfigurationFeature({ handlers, rootLogger: root, logger: root.child({ feature: 'configuration' }) });
+    const sections = new AgentConfigSectionsHub(root);
+    followLogLevel(sections, root);
+    feature = new AgentConfigurationReceiver({ handlers, rootLogger: root, logger: root.child({ module: 'configuration' }), sections });
     await feature.start();
     const [a, b] = createMemoryTransportPair();
     kas = new Session(a, { role: 'server' });
@@ -67,13 +70,13 @@ describe('AgentConfigurationFeature', () => {
   });
 
   test('the configured level applies to the root logger and its children; none brings back the start level', async () => {
-    const child = root.child({ feature: 'kubernetes-api' });
+    const child = root.child({ module: 'kubernetes_api' });
     expect(child.isLevelEnabled('debug')).toBe(false);
     expect(await push({ observability: { logging: { level: 'debug' } }, gitops: { manifest_projects: [] } })).toEqual({ applied: true });
     expect(root.level).toBe('debug');
     expect(child.isLevelEnabled('debug')).toBe(true);
     expect(feature.applied).toMatchObject({ commit: 'c1', logLevel: 'debug' });
-    expect(logs.entries.find((e) => e.msg === 'agent configuration applied')).toMatchObject({ commit: 'c1', logLevel: 'debug', previousLogLevel: 'info', feature: 'configuration' });
+    expect(logs.entries.find((e) => e.msg === 'agent configuration applied')).toMatchObject({ commit: 'c1', logLevel: 'debug', previousLogLevel: 'info', module: 'configuration' });
 
     expect(await push({ observability: { logging: { level: 'error' } } }, 'c2')).toEqual({ applied: true });
     expect(child.isLevelEnabled('warn')).toBe(false);
