@@ -4,6 +4,7 @@
  * configuration (the message names the flag and what was expected). main.ts only calls this.
  */
 import { readFileSync } from 'node:fs';
+import { EXIT_BAD_CONFIGURATION, EXIT_FAILURE, EXIT_OK, hasErrorCode } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 import { createAgentk, type Agentk } from './app.js';
 import { AgentConfigError } from './config-error.js';
@@ -26,9 +27,7 @@ export interface CliIo {
   extraOptions?: Partial<AgentOptions>;
 }
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_BAD_CONFIGURATION = 2;
+export { EXIT_BAD_CONFIGURATION, EXIT_FAILURE, EXIT_OK };
 
 function processSignals(handler: (signal: string) => void): () => void {
   const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
@@ -79,7 +78,7 @@ export async function runAgentk(argv: readonly string[], env: NodeJS.ProcessEnv,
     logLevel = command.flags.logLevel;
     options = agentOptionsFromFlags(command.flags, env);
   } catch (err) {
-    if (err instanceof AgentConfigError) {
+    if (hasErrorCode(err, 'BAD_CONFIGURATION')) {
       io.stderr.write(`agentk: ${err.message}\nRun "agentk --help" for the flags.\n`);
       return EXIT_BAD_CONFIGURATION;
     }

@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import type { HeaderPair } from '../../protocol/http.js';
+import { ProgramError } from '../../shared/errors.js';
 
 export interface KasDialOptions {
   url: URL;
@@ -25,12 +26,12 @@ export interface KasConnection {
 }
 
 /** kas answered the upgrade request with an HTTP status instead of switching protocols. */
-export class KasRefusedError extends Error {
-  readonly code = 'KAS_REFUSED';
+export class KasRefusedError extends ProgramError {
+  declare readonly code: 'KAS_REFUSED';
   readonly status: number;
 
   constructor(status: number) {
-    super(status === 401 || status === 403 ? `kas refused the agent token (HTTP ${status})` : `kas answered the WebSocket upgrade with HTTP ${status}`);
+    super('KAS_REFUSED', status === 401 || status === 403 ? `kas refused the agent token (HTTP ${status})` : `kas answered the WebSocket upgrade with HTTP ${status}`);
     this.name = 'KasRefusedError';
     this.status = status;
   }

@@ -14,12 +14,12 @@
 import { AGENT_CONFIG_STREAM, decodeAgentConfigReply, encodeAgentConfigData, encodeAgentConfigHead, type AgentConfigReply } from '../../protocol/agent-config.js';
 import { isTunnelError } from '../../protocol/errors.js';
 import { replyOf, type TunnelStream } from '../../protocol/stream.js';
+import { hasErrorCode } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentIdentity } from '../auth/types.js';
 import type { GitLabClient } from '../gitlab/client.js';
 import type { AgentConfigMetrics } from './metrics.js';
 import type { AgentConnection, AgentRegistry } from '../tunnel/agent-registry.js';
-import { AgentConfigError } from './agent-config-error.js';
 import type { ConfigFile, ConfigSource } from './config-source.js';
 import { SectionFanOut, type SectionListener } from '../../shared/section-fan-out.js';
 import { parseAgentConfig, type AgentConfiguration, type ParsedAgentConfig } from './schema.js';
@@ -260,7 +260,7 @@ export class AgentConfigurationServer {
       if (file.problem) throw file.problem;
       parsed = parseAgentConfig(file.content);
     } catch (err) {
-      if (!(err instanceof AgentConfigError)) throw err;
+      if (!hasErrorCode(err, 'AGENT_CONFIG_INVALID')) throw err;
       const inForce = st.inForce;
       st.status = {
         commit: file.commit,

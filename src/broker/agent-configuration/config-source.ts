@@ -3,7 +3,7 @@
  * (gitlab-source.ts) or a local directory in standalone mode (directory-source.ts).
  */
 import type { AgentIdentity } from '../auth/types.js';
-import type { AgentConfigError } from './agent-config-error.js';
+import type { AgentConfigFileError } from './agent-config-file-error.js';
 
 /** The file's path inside the configuration project (agent names are DNS labels). */
 export function configFilePath(agentName: string): string {
@@ -20,7 +20,7 @@ export interface ConfigFile {
   /** The file's bytes; null when there is no file (the empty configuration) or `problem` is set. */
   content: Uint8Array | null;
   /** The file exists but cannot be used (too large, not a regular file): a configuration error. */
-  problem?: AgentConfigError;
+  problem?: AgentConfigFileError;
 }
 
 export interface ConfigSource {

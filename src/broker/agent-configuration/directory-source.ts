@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AgentIdentity } from '../auth/types.js';
-import { AgentConfigError } from './agent-config-error.js';
+import { AgentConfigFileError } from './agent-config-file-error.js';
 import type { ConfigFile, ConfigSource } from './config-source.js';
 import { MAX_CONFIG_FILE_BYTES } from './schema.js';
 
@@ -37,7 +37,7 @@ export class DirectoryConfigSource implements ConfigSource {
       const stat = await handle.stat();
       if (!stat.isFile()) {
         const commit = 'not-a-regular-file';
-        return commit === known ? null : { commit, content: null, problem: new AgentConfigError(['config.yaml is not a regular file']) };
+        return commit === known ? null : { commit, content: null, problem: new AgentConfigFileError(['config.yaml is not a regular file']) };
       }
       // One byte more than the limit tells a file at the limit from one over it, without reading a huge file.
       const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
@@ -51,7 +51,7 @@ export class DirectoryConfigSource implements ConfigSource {
       const commit = `sha256:${createHash('sha256').update(content).digest('hex')}`;
       if (commit === known) return null;
       if (size > MAX_CONFIG_FILE_BYTES) {
-        return { commit, content: null, problem: new AgentConfigError([`the file is more than ${MAX_CONFIG_FILE_BYTES} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]) };
+        return { commit, content: null, problem: new AgentConfigFileError([`the file is more than ${MAX_CONFIG_FILE_BYTES} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]) };
       }
       return { commit, content };
     } finally {

@@ -2,7 +2,7 @@
 import { startFakeGitLab, type FakeGitLab } from '../../../test/support/fake-gitlab.js';
 import type { AgentIdentity } from '../auth/types.js';
 import { GitLabClient, GitLabError } from '../gitlab/client.js';
-import { AgentConfigError } from './agent-config-error.js';
+import { AgentConfigFileError } from './agent-config-file-error.js';
 import { GitLabConfigSource } from './gitlab-source.js';
 import { MAX_CONFIG_FILE_BYTES } from './schema.js';
 
@@ -66,7 +66,7 @@ describe('GitLabConfigSource', () => {
     const file = await source.read(agent, null);
     expect(file?.commit).toBe(commit);
     expect(file?.content).toBeNull();
-    expect(file?.problem).toBeInstanceOf(AgentConfigError);
+    expect(file?.problem).toBeInstanceOf(AgentConfigFileError);
     expect(file?.problem?.message).toBe(`the file is ${MAX_CONFIG_FILE_BYTES + 3} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`);
     expect(fileCalls()).toEqual(['HEAD file ref=main']);
   });

@@ -7,14 +7,14 @@
 import { createHash } from 'node:crypto';
 import type { AgentIdentity } from '../auth/types.js';
 import { GitLabError, type GitLabClient } from '../gitlab/client.js';
-import { AgentConfigError } from './agent-config-error.js';
+import { AgentConfigFileError } from './agent-config-file-error.js';
 import { configFilePath, type ConfigFile, type ConfigSource } from './config-source.js';
 import { MAX_CONFIG_FILE_BYTES } from './schema.js';
 
 /** A file over the limit; `size` null when GitLab did not say and the download was cut. */
-function tooLarge(size: number | null): AgentConfigError {
+function tooLarge(size: number | null): AgentConfigFileError {
   const what = size === null ? `more than ${MAX_CONFIG_FILE_BYTES}` : String(size);
-  return new AgentConfigError([`the file is ${what} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]);
+  return new AgentConfigFileError([`the file is ${what} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]);
 }
 
 export class GitLabConfigSource implements ConfigSource {

@@ -1,13 +1,13 @@
-import { AgentConfigError } from './agent-config-error.js';
+import { AgentConfigFileError } from './agent-config-file-error.js';
 import { MAX_CONFIG_FILE_BYTES, parseAgentConfig } from './schema.js';
 
 /** The error a file gives; fails the test with the file's parse result when it parses. */
-function errorOf(file: string | Uint8Array): AgentConfigError {
+function errorOf(file: string | Uint8Array): AgentConfigFileError {
   try {
     const parsed = parseAgentConfig(file);
     throw new Error(`expected the file to be refused, but it parsed to ${JSON.stringify(parsed)}`);
   } catch (err) {
-    if (!(err instanceof AgentConfigError)) throw err;
+    if (!(err instanceof AgentConfigFileError)) throw err;
     return err;
   }
 }

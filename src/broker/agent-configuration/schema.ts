@@ -1,14 +1,14 @@
 /**
  * The agent configuration file `.gitlab/agents/<agent-name>/config.yaml`: its schema (the keys of
  * GitLab's agent configuration), and parsing that turns the file's bytes into a validated, normalised
- * configuration or an AgentConfigError naming every bad key. kas parses; agentk only ever sees the
+ * configuration or an AgentConfigFileError naming every bad key. kas parses; agentk only ever sees the
  * result (src/protocol/agent-config.ts). docs/agent-configuration.md describes the file.
  */
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { AGENT_LOG_LEVELS, MAX_AGENT_CONFIG_BYTES, type AgentConfigDocument } from '../../protocol/agent-config.js';
 import { parseDuration } from '../../shared/duration.js';
-import { AgentConfigError } from './agent-config-error.js';
+import { AgentConfigFileError } from './agent-config-file-error.js';
 
 /** Largest configuration file kas reads; a larger one is a configuration error. */
 export const MAX_CONFIG_FILE_BYTES = 128 * 1024;
@@ -160,41 +160,41 @@ function isPlainJson(v: unknown, depth = 0): boolean {
 
 /**
  * Parses a configuration file. `null` (no file) and an empty file are the empty configuration.
- * Throws AgentConfigError for a file over MAX_CONFIG_FILE_BYTES, invalid YAML (several documents,
+ * Throws AgentConfigFileError for a file over MAX_CONFIG_FILE_BYTES, invalid YAML (several documents,
  * duplicate keys, too many aliases included), a top level that is not a map, or anything the schema
  * refuses; the error lists each problem with the key's full path.
  */
 export function parseAgentConfig(file: Uint8Array | string | null): ParsedAgentConfig {
   if (file === null) return { config: {}, forAgent: {}, unsupportedSections: [] };
   const size = typeof file === 'string' ? Buffer.byteLength(file) : file.byteLength;
-  if (size > MAX_CONFIG_FILE_BYTES) throw new AgentConfigError([`the file is ${size} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]);
+  if (size > MAX_CONFIG_FILE_BYTES) throw new AgentConfigFileError([`the file is ${size} bytes; the limit is ${MAX_CONFIG_FILE_BYTES} bytes (128 KiB)`]);
   let text: string;
   try {
     text = typeof file === 'string' ? file : new TextDecoder('utf-8', { fatal: true }).decode(file);
   } catch {
-    throw new AgentConfigError(['the file is not UTF-8 text']);
+    throw new AgentConfigFileError(['the file is not UTF-8 text']);
   }
   const doc = parseDocument(text, { uniqueKeys: true, resolveKnownTags: false, prettyErrors: true });
-  if (doc.errors.length > 0) throw new AgentConfigError(doc.errors.slice(0, MAX_ISSUES).map((e) => `invalid YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}`));
+  if (doc.errors.length > 0) throw new AgentConfigFileError(doc.errors.slice(0, MAX_ISSUES).map((e) => `invalid YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}`));
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: MAX_ALIASES });
   } catch (err) {
-    throw new AgentConfigError([`invalid YAML: ${(err as Error).message.split('\n')[0]}`]);
+    throw new AgentConfigFileError([`invalid YAML: ${(err as Error).message.split('\n')[0]}`]);
   }
   if (raw === null || raw === undefined) return { config: {}, forAgent: {}, unsupportedSections: [] };
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new AgentConfigError(['(top level): expected a map of sections such as ci_access, gitops, observability']);
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new AgentConfigFileError(['(top level): expected a map of sections such as ci_access, gitops, observability']);
   const result = agentConfigSchema.safeParse(raw);
-  if (!result.success) throw new AgentConfigError(issueLines(result.error.issues));
+  if (!result.success) throw new AgentConfigFileError(issueLines(result.error.issues));
   const unsupportedSections = Object.keys(raw).filter((k) => (UNSUPPORTED_SECTIONS as readonly string[]).includes(k));
   const config = result.data;
   for (const k of unsupportedSections) {
-    if (!isPlainJson(config[k as (typeof UNSUPPORTED_SECTIONS)[number]])) throw new AgentConfigError([`${k}: expected plain YAML values (maps, lists, strings, numbers, booleans)`]);
+    if (!isPlainJson(config[k as (typeof UNSUPPORTED_SECTIONS)[number]])) throw new AgentConfigFileError([`${k}: expected plain YAML values (maps, lists, strings, numbers, booleans)`]);
   }
   const forAgent: AgentConfigDocument = { ...config };
   for (const k of UNSUPPORTED_SECTIONS) delete forAgent[k];
   if (new TextEncoder().encode(JSON.stringify(config)).byteLength > MAX_AGENT_CONFIG_BYTES) {
-    throw new AgentConfigError([`the configuration expands to more than ${MAX_AGENT_CONFIG_BYTES} bytes (check its YAML aliases)`]);
+    throw new AgentConfigFileError([`the configuration expands to more than ${MAX_AGENT_CONFIG_BYTES} bytes (check its YAML aliases)`]);
   }
   return { config, forAgent, unsupportedSections };
 }

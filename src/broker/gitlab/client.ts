@@ -8,6 +8,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { z } from 'zod';
+import { ProgramError } from '../../shared/errors.js';
 import { KAS_JWT_HEADER, signKasToGitLab } from './jwt.js';
 import { TokenBucket } from './token-bucket.js';
 
@@ -24,14 +25,15 @@ export interface GitLabClientOptions {
 }
 
 /** A failed GitLab call. `status` is the HTTP status, or 0 when no answer came (network, timeout). */
-export class GitLabError extends Error {
-  readonly code = 'GITLAB_ERROR';
+export class GitLabError extends ProgramError {
+  declare readonly code: 'GITLAB_ERROR';
+
   constructor(
     readonly status: number,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super('GITLAB_ERROR', message, options);
     this.name = 'GitLabError';
   }
 

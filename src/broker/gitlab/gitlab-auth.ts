@@ -6,6 +6,7 @@
  * reach it not at all.
  */
 import { hash } from 'node:crypto';
+import { hasErrorCode, ProgramError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RefusalCache } from '../replicas/replica-state.js';
 import { bearerToken } from '../auth/bearer.js';
@@ -166,7 +167,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
 
   private async viaGitLab(key: string, load: () => Promise<ProxyAnswer>): Promise<ProxyAuthResult> {
     try {
-      const answer = await this.proxyCache.get(key, () => this.sharing('proxy', key, this.o.proxyCacheErrorTtlMs, load), (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || o.error instanceof ProxyRefusal ? this.o.proxyCacheErrorTtlMs : 0));
+      const answer = await this.proxyCache.get(key, () => this.sharing('proxy', key, this.o.proxyCacheErrorTtlMs, load), (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || hasErrorCode(o.error, 'PROXY_REFUSED') ? this.o.proxyCacheErrorTtlMs : 0));
       this.o.onProxyUse?.(answer.decision, answer.userId);
       return { ok: true, decision: answer.decision };
     } catch (err) {
@@ -207,11 +208,14 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
 }
 
 /** A refusal kas decides itself from GitLab's (positive) answer. */
-class ProxyRefusal extends Error {
+class ProxyRefusal extends ProgramError {
+  declare readonly code: 'PROXY_REFUSED';
+
   constructor(
     readonly status: 401 | 403,
     message: string,
   ) {
-    super(message);
+    super('PROXY_REFUSED', message);
+    this.name = 'ProxyRefusal';
   }
 }

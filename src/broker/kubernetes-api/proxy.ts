@@ -8,6 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { finished, type Duplex } from 'node:stream';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
+import { httpStatusOfTunnelCode } from '../../protocol/http-status.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeResponseHead, encodeRequestHead, type HeaderPair, type HttpResponseHead } from '../../protocol/http.js';
 import { replyOf, type TunnelStream } from '../../protocol/stream.js';
@@ -166,9 +167,10 @@ export class KubernetesApiProxy {
           tried,
         });
       } catch (err) {
-        if (isTunnelError(err) && err.code === 'STREAM_LIMIT') return new Refusal(429, 'too many concurrent requests to this agent');
+        const code = isTunnelError(err) ? err.code : 'INTERNAL';
+        if (code === 'STREAM_LIMIT') return new Refusal(httpStatusOfTunnelCode(code, 'open'), 'too many concurrent requests to this agent');
         if (attempt < MAX_ATTEMPTS) continue;
-        return new Refusal(503, `no session of agent ${p.decision.agentId} accepts requests`);
+        return new Refusal(httpStatusOfTunnelCode(code, 'open'), `no session of agent ${p.decision.agentId} accepts requests`);
       }
       metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
       if (cancel.aborted) return new Refusal(499, 'client went away');
@@ -191,8 +193,8 @@ export class KubernetesApiProxy {
         }
         metrics.proxyErrors.inc({ code });
         if (cancel.aborted) return new Refusal(499, 'client went away');
-        if (code === 'PROTOCOL_ERROR') return new Refusal(502, 'the agent sent an invalid response head');
-        return new Refusal(502, `the request failed in the tunnel to agent ${p.decision.agentId}: ${code}`);
+        if (code === 'PROTOCOL_ERROR') return new Refusal(httpStatusOfTunnelCode(code, 'reply'), 'the agent sent an invalid response head');
+        return new Refusal(httpStatusOfTunnelCode(code, 'reply'), `the request failed in the tunnel to agent ${p.decision.agentId}: ${code}`);
       } finally {
         removeHook();
       }

@@ -5,18 +5,16 @@
  * never carries credentials or kas internals. Failures to read the file (GitLab unreachable, a
  * permission error) are not this error: they say nothing about the file.
  */
-export class AgentConfigError extends Error {
-  readonly code = 'AGENT_CONFIG_INVALID';
+import { ProgramError } from '../../shared/errors.js';
+
+export class AgentConfigFileError extends ProgramError {
+  declare readonly code: 'AGENT_CONFIG_INVALID';
   /** One line per problem, `path.to.key: what was expected` (or a YAML syntax error). */
   readonly issues: readonly string[];
 
   constructor(issues: readonly string[]) {
-    super(issues.join('; '));
-    this.name = 'AgentConfigError';
+    super('AGENT_CONFIG_INVALID', issues.join('; '));
+    this.name = 'AgentConfigFileError';
     this.issues = issues;
   }
-}
-
-export function isAgentConfigError(err: unknown): err is AgentConfigError {
-  return err instanceof AgentConfigError;
 }
