@@ -7,7 +7,7 @@ import { BufferBudget } from '../protocol/flow.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import type { AgentAuthenticator, ProxyAuthenticator } from './auth/types.js';
 import type { KasConfig } from './configuration/schema.js';
-import { KubernetesApiProxy } from './kubernetes-api/proxy.js';
+import { KubernetesApiProxyServer } from './kubernetes-api/proxy-server.js';
 import { KasMetrics } from './observability/metrics.js';
 import { ObservabilityServer } from './observability/observability-server.js';
 import { StandaloneAuth } from './standalone/standalone-auth.js';
@@ -99,7 +99,7 @@ export class KasApp {
     const instanceName = process.env.POD_NAME ?? hostname();
     const replication = this.replication(config, instanceName);
     const router = new AgentRouter(this.registry, this.metrics, replication?.shared ?? null, replication?.peers ?? null);
-    const proxy = new KubernetesApiProxy({ config: config.agent.kubernetes_api, corsOrigin: mode?.corsOrigin ?? null, authenticator: proxyAuth, router, metrics: this.metrics, logger: this.logger.child({ module: 'kubernetes_api' }) });
+    const proxy = new KubernetesApiProxyServer({ config: config.agent.kubernetes_api, corsOrigin: mode?.corsOrigin ?? null, authenticator: proxyAuth, router, metrics: this.metrics, logger: this.logger.child({ module: 'kubernetes_api' }) });
     // Agent configuration files come from GitLab (read with kas's repository token) or standalone.config_dir.
     const configSource = mode
       ? config.gitlab?.repository_token_file ? new GitLabConfigSource(mode.client) : null
