@@ -33,12 +33,20 @@ export interface PrivateApiDeps {
   logger: Logger;
 }
 
-/** Relays one stream onto another: `outer` was opened by a peer, `inner` by us towards the agent. */
-export function splice(outer: TunnelStream, inner: TunnelStream): void {
+/**
+ * Opens the stream towards the agent for a route stream and relays one onto the other: heads,
+ * data, ends and resets both ways with backpressure. When the peer's direction has already ended
+ * (a request without a body: its OPEN was final), the inner OPEN carries that end and whatever data
+ * came with it, so agentk sees the request's framing exactly as the first kas sent it.
+ * Throws what `openStream` throws (nothing is opened then).
+ */
+export function splice(outer: TunnelStream, session: Session, innerHead: Head): TunnelStream {
+  const whole = outer.takeWhole();
+  const inner = session.openStream(innerHead, whole === null ? undefined : { data: whole.length === 1 ? whole[0] : Buffer.concat(whole), end: true });
   inner.once('reply', (head: Head) => {
     if (!outer.destroyed) outer.reply(head);
   });
-  outer.pipe(inner);
+  if (whole === null) outer.pipe(inner);
   inner.pipe(outer);
   finished(inner, (err) => {
     if (!err) return;
@@ -48,6 +56,7 @@ export function splice(outer: TunnelStream, inner: TunnelStream): void {
     if (!err) return;
     inner.reset(isTunnelError(err) ? err.code : 'CANCELLED', err.message);
   });
+  return inner;
 }
 
 export class PrivateApi {
@@ -117,14 +126,11 @@ export class PrivateApi {
         outer.reset('STREAM_REFUSED', `agent ${agentId} is not connected to this replica`);
         return;
       }
-      let inner: TunnelStream;
       try {
-        inner = session.openStream(innerHead);
+        splice(outer, session, innerHead);
       } catch (err) {
         outer.reset(isTunnelError(err) ? err.code : 'INTERNAL', (err as Error).message);
-        return;
       }
-      splice(outer, inner);
     });
   }
 
