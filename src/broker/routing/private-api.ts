@@ -5,10 +5,8 @@
  * with backpressure, so upgrades and watches work across replicas exactly as locally.
  */
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { finished } from 'node:stream';
-import { WebSocketServer } from 'ws';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeRouteHead } from '../../protocol/route.js';
@@ -16,7 +14,7 @@ import { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
-import { WsTransport } from '../../shared/ws-transport.js';
+import { TunnelWebSocketServer } from '../../shared/tunnel-websocket.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { TunnelConfig } from '../configuration/schema.js';
 import { KAS_ISSUER, verifyForKas } from '../gitlab/jwt.js';
@@ -61,13 +59,14 @@ export function splice(outer: TunnelStream, session: Session, innerHead: Head): 
 
 export class PrivateApi {
   private readonly deps: PrivateApiDeps;
-  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false });
+  private readonly wss: TunnelWebSocketServer;
   private server: http.Server | null = null;
   private readonly sessions = new Set<Session>();
   private draining = false;
 
   constructor(deps: PrivateApiDeps) {
     this.deps = deps;
+    this.wss = new TunnelWebSocketServer(sessionOptionsFrom(deps.tunnel));
   }
 
   async start(): Promise<string> {
@@ -92,9 +91,8 @@ export class PrivateApi {
     if (!bearer.ok) return refuse();
     void verifyForKas(bearer.token, this.deps.secret, { issuer: KAS_ISSUER }).then((claims) => {
       if (!claims || socket.destroyed) return refuse();
-      this.wss.handleUpgrade(req, socket, head, (ws) => {
-        (socket as Socket).setNoDelay(true);
-        const session = new Session(new WsTransport(ws, { socket: socket as Socket }), { role: 'server', ...sessionOptionsFrom(this.deps.tunnel) });
+      this.wss.accept(req, socket, head, (transport) => {
+        const session = new Session(transport, { role: 'server', ...sessionOptionsFrom(this.deps.tunnel) });
         this.sessions.add(session);
         session.on('stream', (s) => this.onRoute(s));
         session.once('close', () => this.sessions.delete(session));
