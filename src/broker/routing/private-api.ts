@@ -31,6 +31,9 @@ export interface PrivateApiDeps {
   logger: Logger;
 }
 
+/** Open options of an inner stream whose route stream ended without data (most requests). */
+const END_ONLY = Object.freeze({ end: true });
+
 /**
  * Opens the stream towards the agent for a route stream and relays one onto the other: heads,
  * data, ends and resets both ways with backpressure. When the peer's direction has already ended
@@ -38,9 +41,10 @@ export interface PrivateApiDeps {
  * came with it, so agentk sees the request's framing exactly as the first kas sent it.
  * Throws what `openStream` throws (nothing is opened then).
  */
-export function splice(outer: TunnelStream, session: Session, innerHead: Head): TunnelStream {
+export function splice(outer: TunnelStream, session: Session, innerHead: Head): void {
   const whole = outer.takeWhole();
-  const inner = session.openStream(innerHead, whole === null ? undefined : { data: whole.length === 1 ? whole[0] : Buffer.concat(whole), end: true });
+  const options = whole === null ? undefined : whole.length === 0 ? END_ONLY : { data: whole.length === 1 ? whole[0] : Buffer.concat(whole), end: true };
+  const inner = session.openStream(innerHead, options);
   inner.once('reply', (head: Head) => {
     if (!outer.destroyed) outer.reply(head);
   });
@@ -54,7 +58,6 @@ export function splice(outer: TunnelStream, session: Session, innerHead: Head): 
     if (!err) return;
     inner.reset(isTunnelError(err) ? err.code : 'CANCELLED', err.message);
   });
-  return inner;
 }
 
 export class PrivateApi {
