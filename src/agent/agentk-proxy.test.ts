@@ -144,6 +144,41 @@ test('a body without Content-Length (DELETE) goes chunked and arrives whole', as
   expect(answer.body.toString()).toBe(body.toString());
 }, TEST_TIMEOUT_MS);
 
+test('a GET with a body of unknown length (OPEN not final) reaches the API server with its body', async () => {
+  // Regression: agentk once took "has a body" from the method, so a GET whose client sent a chunked
+  // body (kas leaves the OPEN open for it) reached the API server without it.
+  const body = Buffer.from('{"kind":"DeleteOptions","apiVersion":"v1"}');
+  const stream = kas.open(session, { method: 'GET', path: '/echo', headers: [['Content-Type', 'application/json']], impersonate: null });
+  const answer = readAll(stream);
+  stream.write(body.subarray(0, 10));
+  stream.end(body.subarray(10));
+  const echoed = await answer;
+  expect(stream.peerHead?.status).toBe(200);
+  expect(echoed.toString()).toBe(body.toString());
+  const seen = api.seenAt('/echo').at(-1)!;
+  expect(seen.method).toBe('GET');
+  expect(seen.bodySha256).toBe(sha(body));
+  expect(rawHeaderValues(seen.rawHeaders, 'transfer-encoding')).toEqual(['chunked']);
+}, TEST_TIMEOUT_MS);
+
+test('a GET whose body came whole in the OPEN frame reaches the API server with it', async () => {
+  const body = Buffer.from('{"kind":"Small"}');
+  const answer = await kas.request({ method: 'GET', path: '/echo', headers: [], impersonate: null }, body);
+  expect(answer.status).toBe(200);
+  expect(answer.body.toString()).toBe(body.toString());
+  expect(api.seenAt('/echo').at(-1)!.bodySha256).toBe(sha(body));
+}, TEST_TIMEOUT_MS);
+
+test('a request whose OPEN ended the stream reaches the API server without a body, whatever its method', async () => {
+  const answer = await kas.request({ method: 'POST', path: '/echo', headers: [['Content-Length', '0']], impersonate: null });
+  expect(answer.status).toBe(200);
+  const seen = api.seenAt('/echo').at(-1)!;
+  expect(seen.method).toBe('POST');
+  expect(seen.bodyLength).toBe(0);
+  expect(rawHeaderValues(seen.rawHeaders, 'content-length')).toEqual(['0']);
+  expect(rawHeaderValues(seen.rawHeaders, 'transfer-encoding')).toEqual([]);
+}, TEST_TIMEOUT_MS);
+
 test('impersonation from kas becomes Impersonate-* headers exactly: user, uid, one per group, escaped extra keys', async () => {
   const before = api.seen.length;
   const answer = await kas.request(

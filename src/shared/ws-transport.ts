@@ -4,6 +4,7 @@
  * in ws and in the socket, frame headers included). Every send carries a completion callback; once
  * `backpressured` has read true, the first completion that finds the queue below the high-water
  * mark calls `drain`, so the writer can never be left waiting with nothing armed to wake it.
+ * The programs get theirs from tunnel-websocket.ts, which sets the socket up the same way for all.
  */
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';

@@ -4,6 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type http from 'node:http';
+import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
@@ -93,6 +94,29 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     const last = seen.at(-1)!;
     expect(last.url).toBe('/api/v1/things?x=1');
     expect(header(last.rawHeaders, 'x-custom')).toEqual(['kept']);
+  });
+
+  test('a GET with a chunked body reaches the upstream with its body', async () => {
+    // Regression: kas forwarded such a request with its body and agentk dropped the body, deciding
+    // "has a body" from the method instead of from the stream.
+    const body = randomBytes(70_000);
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = https.request(new URL('/api/v1/chunked-get', stack.proxyUrl), {
+        method: 'GET',
+        headers: { authorization: stack.bearer(1), 'transfer-encoding': 'chunked', 'content-type': 'application/json' },
+        ca: stack.proxyCa,
+        agent: false,
+      }, resolve);
+      req.on('error', reject);
+      req.write(body.subarray(0, 1000));
+      setTimeout(() => req.end(body.subarray(1000)), 20);
+    });
+    const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+    expect(res.statusCode).toBe(200);
+    expect(answer).toEqual({ sha: sha(body), length: body.length });
+    const last = seen.at(-1)!;
+    expect(last.method).toBe('GET');
+    expect(last.bodyLength).toBe(body.length);
   });
 
   test('answers without a body (HEAD, 204, 304) and small answers keep their status, headers and length', async () => {

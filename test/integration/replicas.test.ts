@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type http from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { Redis } from 'ioredis';
@@ -54,6 +55,13 @@ describe('several kas replicas with Redis', () => {
           setTimeout(() => res.end('event-2\n'), 50);
           return;
         }
+        if (req.url!.startsWith('/framing')) {
+          // Tells how the request body arrived: its framing header and its length.
+          let n = 0;
+          req.on('data', (c: Buffer) => (n += c.length));
+          req.on('end', () => res.end(`transfer-encoding=${req.headers['transfer-encoding'] ?? 'none'} length=${n}`));
+          return;
+        }
         res.end(`served ${req.url}`);
       },
       (_req, socket) => {
@@ -95,6 +103,20 @@ describe('several kas replicas with Redis', () => {
     expect((await bodyOf(watch)).toString()).toBe('event-1\nevent-2\n');
     const metrics = await (await fetch(`http://${b!.addresses.observability}/metrics`)).text();
     expect(metrics).toMatch(/kas_routed_requests_total\{via="peer"\} [1-9]/);
+  });
+
+  test('through replica B a request keeps its framing: a GET without a body gets none, one with a chunked body keeps it', async () => {
+    const b = replicas[1]!;
+    const plain = await proxyRequest(via(b), 'GET', '/framing');
+    expect((await bodyOf(plain)).toString()).toBe('transfer-encoding=none length=0');
+    const body = randomBytes(3000);
+    const chunked = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = https.request(new URL('/framing', via(b).proxyUrl), { method: 'GET', headers: { authorization: stack.bearer(1), 'transfer-encoding': 'chunked' }, ca: stack.proxyCa, agent: false }, resolve);
+      req.on('error', reject);
+      req.write(body.subarray(0, 1000));
+      setTimeout(() => req.end(body.subarray(1000)), 20);
+    });
+    expect((await bodyOf(chunked)).toString()).toBe('transfer-encoding=chunked length=3000');
   });
 
   test('an upgrade through replica B carries raw bytes both ways', async () => {

@@ -1,5 +1,9 @@
 import type { HeaderPair } from '../../protocol/http.js';
-import { escapeExtraKey, impersonationHeaders, isUpgradeRequest, responseHeaders, upstreamRequestHeaders } from './headers.js';
+import { connectionTokens, headerValue, isUpgradeRequest as isUpgrade } from '../../protocol/http-rules.js';
+import { escapeExtraKey, impersonationHeaders, responseHeaders, upstreamRequestHeaders } from './headers.js';
+
+/** The shared upgrade rule, applied to wire header pairs as agentk applies it. */
+const isUpgradeRequest = (headers: readonly HeaderPair[]) => isUpgrade(connectionTokens(headers), headerValue(headers, 'upgrade'));
 
 describe('escapeExtraKey (Impersonate-Extra-<key>, as client-go escapes it)', () => {
   test.each([

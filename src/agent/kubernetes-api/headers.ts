@@ -1,46 +1,15 @@
 /**
  * Header rules of the Kubernetes API proxy on the agent side: what of the client's headers goes to
  * the API server, how kas's impersonation decision becomes Impersonate-* headers, and what of the
- * API server's response goes back. Pure functions; http-proxy.ts applies them.
+ * API server's response goes back. The rules kas applies too (hop-by-hop headers, upgrades,
+ * impersonation headers) come from src/protocol/http-rules.ts. Pure functions;
+ * api-server-forwarder.ts applies them.
  */
 import type { HeaderPair, Impersonation } from '../../protocol/http.js';
-
-/** Headers that describe one connection, not the message (RFC 9110 section 7.6.1, plus the proxy ones). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
-
-/** Client headers that never reach the API server: the agent sends its own credentials and Host. */
-const NEVER_FORWARDED = new Set(['authorization', 'host']);
-
-const IMPERSONATE_PREFIX = 'impersonate-';
+import { connectionTokens, forwardsRequestHeader, isImpersonationHeader, rawConnectionTokens, relaysResponseHeader } from '../../protocol/http-rules.js';
 
 /** Bytes allowed unescaped in a header name (RFC 9110 tchar), as client-go's headerKeyEscape has it. */
 const TCHAR = /^[!#$&'*+\-.^_`|~0-9A-Za-z]$/;
-
-function lower(name: string): string {
-  return name.toLowerCase();
-}
-
-/** The lower-cased tokens of every Connection header. */
-export function connectionTokens(headers: readonly HeaderPair[]): Set<string> {
-  const tokens = new Set<string>();
-  for (const [name, value] of headers) {
-    if (lower(name) !== 'connection') continue;
-    for (const t of value.split(',')) {
-      const token = t.trim().toLowerCase();
-      if (token) tokens.add(token);
-    }
-  }
-  return tokens;
-}
-
-/** A protocol switch request: `Connection: Upgrade` plus an Upgrade header (kubectl exec, attach, port-forward). */
-export function isUpgradeRequest(headers: readonly HeaderPair[]): boolean {
-  return connectionTokens(headers).has('upgrade') && headers.some(([name, value]) => lower(name) === 'upgrade' && value.trim() !== '');
-}
-
-export function hasImpersonationHeaders(headers: readonly HeaderPair[]): boolean {
-  return headers.some(([name]) => lower(name).startsWith(IMPERSONATE_PREFIX));
-}
 
 /**
  * Percent-encodes an extra key for `Impersonate-Extra-<key>` the way Kubernetes expects: every
@@ -69,23 +38,23 @@ export function impersonationHeaders(imp: Impersonation): HeaderPair[] {
 
 /**
  * The client's headers as they go to the API server: without hop-by-hop headers (and those the
- * Connection header names), Host and Authorization; for an upgrade, with `Connection: Upgrade` and
- * the client's Upgrade header; then kas's impersonation, if any. The caller has already refused a
- * request that carries Impersonate-* headers of its own together with kas's impersonation.
+ * Connection header names), Host and Authorization (the agent sends its own); for an upgrade,
+ * with `Connection: Upgrade` and the client's Upgrade header; then kas's impersonation, if any.
+ * The caller has already refused a request that carries Impersonate-* headers of its own together
+ * with kas's impersonation. `named` is the Connection tokens of `headers` when the caller has them.
  */
-export function upstreamRequestHeaders(headers: readonly HeaderPair[], impersonate: Impersonation | null, upgrade: boolean): HeaderPair[] {
-  const named = connectionTokens(headers);
+export function upstreamRequestHeaders(
+  headers: readonly HeaderPair[],
+  impersonate: Impersonation | null,
+  upgrade: boolean,
+  named: ReadonlySet<string> = connectionTokens(headers),
+): HeaderPair[] {
   const out: HeaderPair[] = [];
-  for (const [name, value] of headers) {
-    const l = lower(name);
-    if (NEVER_FORWARDED.has(l)) continue;
-    if (upgrade && l === 'upgrade') {
-      out.push([name, value]);
-      continue;
-    }
-    if (HOP_BY_HOP.has(l) || named.has(l)) continue;
-    if (impersonate && l.startsWith(IMPERSONATE_PREFIX)) continue;
-    out.push([name, value]);
+  for (const pair of headers) {
+    const l = pair[0].toLowerCase();
+    if (l === 'authorization' || !forwardsRequestHeader(l, named, upgrade)) continue;
+    if (impersonate && isImpersonationHeader(l)) continue;
+    out.push(pair);
   }
   if (upgrade) out.push(['Connection', 'Upgrade']);
   if (impersonate) out.push(...impersonationHeaders(impersonate));
@@ -98,14 +67,13 @@ export function upstreamRequestHeaders(headers: readonly HeaderPair[], impersona
  * Connection and Upgrade headers, which the client needs to see the switch.
  */
 export function responseHeaders(rawHeaders: readonly string[], switching: boolean): HeaderPair[] {
+  const named = rawConnectionTokens(rawHeaders);
   const pairs: HeaderPair[] = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) pairs.push([rawHeaders[i]!, rawHeaders[i + 1]!]);
-  const named = switching ? new Set<string>() : connectionTokens(pairs);
-  return pairs.filter(([name]) => {
-    const l = lower(name);
-    if (switching && (l === 'connection' || l === 'upgrade')) return true;
-    return !HOP_BY_HOP.has(l) && !named.has(l);
-  });
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (relaysResponseHeader(name.toLowerCase(), named, switching)) pairs.push([name, rawHeaders[i + 1]!]);
+  }
+  return pairs;
 }
 
 /** Flattens pairs into the [name, value, name, value, ...] form node:http takes (repeats preserved). */
@@ -115,7 +83,3 @@ export function flatten(headers: readonly HeaderPair[]): string[] {
   return flat;
 }
 
-export function headerValue(headers: readonly HeaderPair[], name: string): string | undefined {
-  const l = lower(name);
-  return headers.find(([n]) => lower(n) === l)?.[1];
-}

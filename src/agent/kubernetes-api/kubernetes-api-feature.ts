@@ -8,7 +8,7 @@ import type { AgentkModule } from '../module.js';
 import type { AgentMetrics } from '../observability/metrics.js';
 import type { StreamHandlers } from '../tunnel/stream-handlers.js';
 import { ApiServerClient, type ApiServerConfig } from './api-server.js';
-import { KubernetesApiProxy } from './http-proxy.js';
+import { ApiServerForwarder } from './api-server-forwarder.js';
 
 export interface KubernetesApiOptions {
   apiServer: ApiServerConfig;
@@ -27,13 +27,13 @@ export class KubernetesApiModule implements AgentkModule {
   kubernetesVersion = '';
   private readonly options: KubernetesApiOptions;
   private readonly client: ApiServerClient;
-  private readonly proxy: KubernetesApiProxy;
+  private readonly forwarder: ApiServerForwarder;
 
   constructor(options: KubernetesApiOptions) {
     this.options = options;
     this.client = new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs });
-    this.proxy = new KubernetesApiProxy(this.client, options.metrics);
-    options.handlers.register(HTTP_STREAM, (stream, logger) => this.proxy.handle(stream, logger));
+    this.forwarder = new ApiServerForwarder(this.client, options.metrics);
+    options.handlers.register(HTTP_STREAM, (stream, logger) => this.forwarder.handle(stream, logger));
   }
 
   async start(): Promise<void> {
@@ -44,6 +44,6 @@ export class KubernetesApiModule implements AgentkModule {
   }
 
   async stop(): Promise<void> {
-    this.proxy.close();
+    this.forwarder.close();
   }
 }

@@ -12,10 +12,9 @@ import type { WebSocket } from 'ws';
 import type { Head } from '../../protocol/frames.js';
 import type { HeaderPair } from '../../protocol/http.js';
 import { BufferBudget } from '../../protocol/flow.js';
-import { DEFAULT_LIMITS, type SessionLimits, type SessionTuning } from '../../protocol/limits.js';
+import type { SessionLimits, SessionTuning } from '../../protocol/limits.js';
 import { Session } from '../../protocol/session.js';
 import { LogFields, type Logger } from '../../shared/logger.js';
-import { WsTransport } from '../../shared/ws-transport.js';
 import type { AgentMetrics } from '../observability/metrics.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { KasRefusedError, dialKas } from './kas-dialer.js';
@@ -50,8 +49,6 @@ interface ConnectionEnd {
   upMs: number;
 }
 
-/** WebSocket message bytes beyond the frame limit: the cap must never cut a legal frame. */
-const PAYLOAD_MARGIN = 4096;
 /** How long stop() waits for a closed session's WebSocket to finish its closing handshake. */
 const SOCKET_CLOSE_WAIT_MS = 1000;
 const DEFAULT_PROCESS_BUFFER_LIMIT = 128 * 1024 * 1024;
@@ -145,7 +142,8 @@ export class TunnelPool {
           token: o.token,
           headers: o.kasHeaders,
           ca: o.kasCaCert,
-          maxPayload: (o.limits?.maxFrameSize ?? DEFAULT_LIMITS.maxFrameSize) + PAYLOAD_MARGIN,
+          limits: o.limits,
+          tuning: o.tuning,
           handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
         },
         (ws) => {
@@ -166,14 +164,14 @@ export class TunnelPool {
     } finally {
       if (dialed) this.dialing.delete(dialed);
     }
-    const { ws, socket } = connection;
+    const { ws, transport } = connection;
     if (this.stopping) {
       ws.terminate();
       return { kind: 'failed', upMs: 0 };
     }
     metrics.connectAttempts.inc({ result: 'ok' });
     const sessionLog = log.child({ [LogFields.sessionId]: randomBytes(4).toString('hex') });
-    const session = new Session(new WsTransport(ws, socket ? { socket } : {}), {
+    const session = new Session(transport, {
       role: 'client',
       hello: { ...o.hello(), features: o.handlers.types },
       limits: o.limits,

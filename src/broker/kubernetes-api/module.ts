@@ -10,7 +10,7 @@ import { PEERS, REPLICA_STATE } from '../replicas/service.js';
 import { AgentRouter } from '../routing/agent-router.js';
 import { kubernetesApiConfig } from './config.js';
 import { ProxyMetrics } from './metrics.js';
-import { KubernetesApiProxy } from './proxy.js';
+import { KubernetesApiProxyServer } from './proxy-server.js';
 
 export const kubernetesApiModule = defineModule({
   name: 'kubernetes_api',
@@ -21,7 +21,7 @@ export const kubernetesApiModule = defineModule({
     const metrics = new ProxyMetrics(ctx.metrics);
     const auth = services.get(AUTH);
     const router = new AgentRouter(ctx.agents, metrics, services.get(REPLICA_STATE).presence, services.get(PEERS));
-    const proxy = new KubernetesApiProxy({
+    const proxy = new KubernetesApiProxyServer({
       config,
       tls: readTlsFiles('agent.kubernetes_api.listen', config.listen),
       corsOrigin: auth.corsOrigin,

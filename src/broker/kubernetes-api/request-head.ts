@@ -1,23 +1,17 @@
 /**
  * Turning a client's HTTP request into the head kas sends down the tunnel: strip the URL prefix and
  * kas's own credentials, drop hop-by-hop headers (keeping the upgrade pair for upgrades), add Via.
+ * Which headers are hop-by-hop, what an upgrade is and which response headers go back are the
+ * rules both hops share (src/protocol/http-rules.ts); only what is kas's own is here.
  */
 import type { HeaderPair } from '../../protocol/http.js';
+import { connectionTokens, forwardsRequestHeader, rawConnectionTokens, relaysResponseHeader } from '../../protocol/http-rules.js';
 
 /** Headers that carry credentials for kas itself; never forwarded to the cluster. */
 const CREDENTIAL_HEADERS = new Set(['authorization', 'cookie', 'gitlab-agent-id', 'x-csrf-token', 'proxy-authorization']);
 /** Query parameters that carry credentials for kas itself. */
 export const CREDENTIAL_QUERY_PARAMS = ['gitlab-agent-id', 'gitlab-csrf-token'];
-/** Hop-by-hop headers (RFC 9110 7.6.1) plus Host, which agentk sets for its API server. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
-
 export const VIA = '1.1 gitlab-agent-kas';
-
-/** True when a request asks to switch protocols (kubectl exec, attach, port-forward). */
-export function isUpgradeRequest(headers: { connection?: string | undefined; upgrade?: string | undefined }): boolean {
-  const conn = headers.connection?.toLowerCase() ?? '';
-  return headers.upgrade !== undefined && conn.split(',').some((t) => t.trim() === 'upgrade');
-}
 
 /**
  * The path and query to forward, or null when the URL is not under the prefix or not origin-form.
@@ -47,14 +41,12 @@ export function forwardPath(url: string | undefined, prefix: string): string | n
   return query ? `${rest.slice(0, q)}?${query}` : rest.slice(0, q);
 }
 
-/** The client's headers minus credentials and hop-by-hop headers, plus Via. */
+/**
+ * The client's headers minus credentials and hop-by-hop headers, plus Via. An upgrade's
+ * `Connection: Upgrade` and Upgrade header are sent last, as the one pair kas vouches for.
+ */
 export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean): HeaderPair[] {
-  const connectionTokens = new Set<string>();
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === 'connection') {
-      for (const t of rawHeaders[i + 1]!.split(',')) connectionTokens.add(t.trim().toLowerCase());
-    }
-  }
+  const named = rawConnectionTokens(rawHeaders);
   // With Transfer-Encoding, Content-Length is void (RFC 9112 6.3) and Node framed the body by the
   // former; forwarding the latter would let the next hop frame the same bytes differently.
   const chunked = rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'transfer-encoding');
@@ -70,7 +62,7 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
       via = via ? `${via}, ${value}` : value;
       continue;
     }
-    if (HOP_BY_HOP.has(lower) || (connectionTokens.has(lower) && lower !== 'upgrade')) continue;
+    if (!forwardsRequestHeader(lower, named, false)) continue;
     out.push([name, value]);
   }
   if (upgrade) {
@@ -82,17 +74,8 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
   return out;
 }
 
-/** True when the client sent any Impersonate-* header of its own. */
-export function hasImpersonationHeaders(rawHeaders: readonly string[]): boolean {
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase().startsWith('impersonate-')) return true;
-  return false;
-}
-
 /** Response headers to relay to the client: hop-by-hop ones dropped (Node frames the body itself). */
 export function responseHeaders(headers: readonly HeaderPair[], upgraded: boolean): HeaderPair[] {
-  return headers.filter(([name]) => {
-    const lower = name.toLowerCase();
-    if (upgraded && (lower === 'connection' || lower === 'upgrade')) return true;
-    return !HOP_BY_HOP.has(lower);
-  });
+  const named = connectionTokens(headers);
+  return headers.filter(([name]) => relaysResponseHeader(name.toLowerCase(), named, upgraded));
 }

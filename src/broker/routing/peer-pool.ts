@@ -3,10 +3,9 @@
  * first use and reused: many routed requests share one connection as streams, exactly like agent
  * sessions. Each connection is authenticated with a short-lived kas-to-kas JWT.
  */
-import { WebSocket } from 'ws';
 import { Session } from '../../protocol/session.js';
 import type { Logger } from '../../shared/logger.js';
-import { WsTransport } from '../../shared/ws-transport.js';
+import { dialTunnelWebSocket } from '../../shared/tunnel-websocket.js';
 import { signKasToKas } from '../gitlab/jwt.js';
 import type { TunnelConfig } from '../tunnel/config.js';
 import { sessionOptionsFrom } from '../tunnel/session-options.js';
@@ -38,13 +37,14 @@ export class PeerPool {
 
   private async connect(url: string): Promise<Session> {
     const token = await signKasToKas(this.secret, 30);
-    const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: this.tunnel.max_frame_size + 64 * 1024, handshakeTimeout: 5000 });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`replica ${url} refused the connection: ${res.statusCode}`)));
+    const options = sessionOptionsFrom(this.tunnel);
+    const { transport } = await dialTunnelWebSocket(url, {
+      ...options,
+      headers: { Authorization: `Bearer ${token}` },
+      handshakeTimeoutMs: 5000,
+      refused: (status) => new Error(`replica ${url} refused the connection: ${status}`),
     });
-    const session = new Session(new WsTransport(ws), { role: 'client', ...sessionOptionsFrom(this.tunnel), hello: { kasInstance: this.instanceName } });
+    const session = new Session(transport, { role: 'client', ...options, hello: { kasInstance: this.instanceName } });
     await session.ready;
     this.logger.debug({ peer: url }, 'connected to a kas replica');
     return session;

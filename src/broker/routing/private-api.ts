@@ -5,10 +5,8 @@
  * with backpressure, so upgrades and watches work across replicas exactly as locally.
  */
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { finished } from 'node:stream';
-import { WebSocketServer } from 'ws';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeRouteHead } from '../../protocol/route.js';
@@ -16,7 +14,7 @@ import { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
-import { WsTransport } from '../../shared/ws-transport.js';
+import { TunnelWebSocketServer } from '../../shared/tunnel-websocket.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { TunnelConfig } from '../tunnel/config.js';
 import { KAS_ISSUER, verifyForKas } from '../gitlab/jwt.js';
@@ -33,12 +31,24 @@ export interface PrivateApiDeps {
   logger: Logger;
 }
 
-/** Relays one stream onto another: `outer` was opened by a peer, `inner` by us towards the agent. */
-export function splice(outer: TunnelStream, inner: TunnelStream): void {
+/** Open options of an inner stream whose route stream ended without data (most requests). */
+const END_ONLY = Object.freeze({ end: true });
+
+/**
+ * Opens the stream towards the agent for a route stream and relays one onto the other: heads,
+ * data, ends and resets both ways with backpressure. When the peer's direction has already ended
+ * (a request without a body: its OPEN was final), the inner OPEN carries that end and whatever data
+ * came with it, so agentk sees the request's framing exactly as the first kas sent it.
+ * Throws what `openStream` throws (nothing is opened then).
+ */
+export function splice(outer: TunnelStream, session: Session, innerHead: Head): void {
+  const whole = outer.takeWhole();
+  const options = whole === null ? undefined : whole.length === 0 ? END_ONLY : { data: whole.length === 1 ? whole[0] : Buffer.concat(whole), end: true };
+  const inner = session.openStream(innerHead, options);
   inner.once('reply', (head: Head) => {
     if (!outer.destroyed) outer.reply(head);
   });
-  outer.pipe(inner);
+  if (whole === null) outer.pipe(inner);
   inner.pipe(outer);
   finished(inner, (err) => {
     if (!err) return;
@@ -52,13 +62,14 @@ export function splice(outer: TunnelStream, inner: TunnelStream): void {
 
 export class PrivateApi {
   private readonly deps: PrivateApiDeps;
-  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false });
+  private readonly wss: TunnelWebSocketServer;
   private server: http.Server | null = null;
   private readonly sessions = new Set<Session>();
   private draining = false;
 
   constructor(deps: PrivateApiDeps) {
     this.deps = deps;
+    this.wss = new TunnelWebSocketServer(sessionOptionsFrom(deps.tunnel));
   }
 
   async start(): Promise<string> {
@@ -83,9 +94,8 @@ export class PrivateApi {
     if (!bearer.ok) return refuse();
     void verifyForKas(bearer.token, this.deps.secret, { issuer: KAS_ISSUER }).then((claims) => {
       if (!claims || socket.destroyed) return refuse();
-      this.wss.handleUpgrade(req, socket, head, (ws) => {
-        (socket as Socket).setNoDelay(true);
-        const session = new Session(new WsTransport(ws, { socket: socket as Socket }), { role: 'server', ...sessionOptionsFrom(this.deps.tunnel) });
+      this.wss.accept(req, socket, head, (transport) => {
+        const session = new Session(transport, { role: 'server', ...sessionOptionsFrom(this.deps.tunnel) });
         this.sessions.add(session);
         session.on('stream', (s) => this.onRoute(s));
         session.once('close', () => this.sessions.delete(session));
@@ -117,14 +127,11 @@ export class PrivateApi {
         outer.reset('STREAM_REFUSED', `agent ${agentId} is not connected to this replica`);
         return;
       }
-      let inner: TunnelStream;
       try {
-        inner = session.openStream(innerHead);
+        splice(outer, session, innerHead);
       } catch (err) {
         outer.reset(isTunnelError(err) ? err.code : 'INTERNAL', (err as Error).message);
-        return;
       }
-      splice(outer, inner);
     });
   }
 

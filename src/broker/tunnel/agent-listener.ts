@@ -8,16 +8,15 @@
 import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { TunnelError } from '../../protocol/errors.js';
 import type { Head } from '../../protocol/frames.js';
 import type { BufferBudget } from '../../protocol/flow.js';
 import { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
-import { WsTransport } from '../../shared/ws-transport.js';
+import { TunnelWebSocketServer } from '../../shared/tunnel-websocket.js';
+import type { WsTransport } from '../../shared/ws-transport.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
 import type { AgentListenConfig, TunnelConfig } from './config.js';
@@ -74,7 +73,7 @@ function ignoreError(): void {}
 
 export class AgentListener {
   private readonly deps: AgentListenerDeps;
-  private readonly wss: WebSocketServer;
+  private readonly wss: TunnelWebSocketServer;
   private server: http.Server | https.Server | null = null;
   private readonly sessions = new Set<Session>();
   private closing = false;
@@ -82,14 +81,7 @@ export class AgentListener {
 
   constructor(deps: AgentListenerDeps) {
     this.deps = deps;
-    this.wss = new WebSocketServer({
-      noServer: true,
-      perMessageDeflate: false,
-      // A margin above our own limit, so an oversized frame reaches the session and gets its coded
-      // close (FRAME_TOO_LARGE) rather than ws's generic 1009; ws still caps what it buffers.
-      maxPayload: deps.tunnel.max_frame_size + 64 * 1024,
-      clientTracking: false,
-    });
+    this.wss = new TunnelWebSocketServer(sessionOptionsFrom(deps.tunnel));
   }
 
   async start(): Promise<string> {
@@ -157,7 +149,7 @@ export class AgentListener {
           refuse(socket, 503, 'Service Unavailable');
           return;
         }
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket as Socket, identity, bearer.token));
+        this.wss.accept(req, socket, head, (transport) => this.accept(transport, identity, bearer.token));
       },
       (err: unknown) => {
         metrics.agentConnections.inc({ outcome: 'auth_error' });
@@ -167,12 +159,11 @@ export class AgentListener {
     );
   }
 
-  private accept(ws: WebSocket, socket: Socket, identity: AgentIdentity, token: string): void {
+  private accept(transport: WsTransport, identity: AgentIdentity, token: string): void {
     const { tunnel, registry, metrics, processBudget } = this.deps;
     const connectionId = randomUUID();
     const logger = this.deps.logger.child({ agentId: identity.agentId, sessionId: connectionId });
-    socket.setNoDelay(true);
-    const session = new Session(new WsTransport(ws, { socket, highWater: tunnel.chunk_size * 16 }), {
+    const session = new Session(transport, {
       role: 'server',
       ...sessionOptionsFrom(tunnel),
       processBudget,

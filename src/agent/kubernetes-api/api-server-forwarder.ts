@@ -1,31 +1,33 @@
 /**
- * Serves `http` streams: one stream is one request to this cluster's API server. The request head
- * is validated, the client's credentials and hop-by-hop headers are dropped, kas's impersonation is
- * applied, and the request goes to the API server and nowhere else. Bodies stream both ways with
- * backpressure (pipe), never buffered whole. After a 101 the stream carries raw bytes both ways
+ * agentk's half of the Kubernetes API proxy: serves the `http` streams kas opens (kas's
+ * KubernetesApiProxyServer is the other end), forwarding each as one request to this cluster's API
+ * server. The request head is validated, the client's credentials and hop-by-hop headers are
+ * dropped, kas's impersonation is applied, and the request goes to the API server and nowhere else.
+ * Bodies stream both ways with backpressure (pipe), never buffered whole. After a 101 the stream carries raw bytes both ways
  * (exec, attach, port-forward), each direction ending on its own.
  *
- * Ownership: the proxy owns the upstream request and socket of each stream and destroys them when
- * the stream fails or closes early, and on `close()`. The tunnel stream belongs to the session;
- * the proxy only replies, writes, ends or resets it.
+ * Whether the request has a body is read from the wire, never from the method: an OPEN that ended
+ * the stream carried the whole body (usually none); otherwise the body is whatever kas sends.
+ *
+ * Ownership: the forwarder owns the upstream request and socket of each stream and destroys them
+ * when the stream fails or closes early, and on `close()`. The tunnel stream belongs to the
+ * session; the forwarder only replies, writes, ends or resets it.
  */
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { decodeRequestHead, encodeResponseHead, type HttpRequestHead } from '../../protocol/http.js';
+import { connectionTokens, hasImpersonationHeaders, headerValue, isUpgradeRequest } from '../../protocol/http-rules.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentMetrics, StreamOutcome } from '../observability/metrics.js';
 import type { ApiServerClient } from './api-server.js';
-import { flatten, hasImpersonationHeaders, headerValue, isUpgradeRequest, responseHeaders, upstreamRequestHeaders } from './headers.js';
+import { flatten, responseHeaders, upstreamRequestHeaders } from './headers.js';
 import { statusReply } from './status.js';
-
-/** Methods whose requests carry no body unless they say so with Content-Length (node:http's view too). */
-const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD']);
 
 /** Path segments "." and "..", also percent-encoded: Kubernetes names never are one. */
 const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
-export class KubernetesApiProxy {
+export class ApiServerForwarder {
   private readonly client: ApiServerClient;
   private readonly metrics: AgentMetrics;
   private readonly active = new Set<Exchange>();
@@ -99,13 +101,19 @@ class Exchange {
     if (head.impersonate && hasImpersonationHeaders(head.headers)) {
       return this.refuse(403, 'nested impersonation is not allowed: the request carries Impersonate-* headers and the agent already impersonates an identity for it', 'forbidden');
     }
-    const upgrade = isUpgradeRequest(head.headers);
+    const named = connectionTokens(head.headers);
+    const upgrade = isUpgradeRequest(named, headerValue(head.headers, 'upgrade'));
     this.upgrade = upgrade;
-    const headers = upstreamRequestHeaders(head.headers, head.impersonate, upgrade);
-    const hasLength = headerValue(headers, 'content-length') !== undefined;
-    const body: 'none' | 'stream' = upgrade || (!hasLength && BODYLESS_BY_DEFAULT.has(head.method)) ? 'none' : 'stream';
-    // A body of unknown length goes chunked; node:http would send it unframed for some methods (DELETE).
-    if (body === 'stream' && !hasLength) headers.push(['Transfer-Encoding', 'chunked']);
+    const headers = upstreamRequestHeaders(head.headers, head.impersonate, upgrade, named);
+    // The body, from the wire: an OPEN that ended the stream brought all of it, usually nothing
+    // (takeWhole() is null while more may come), whatever the method. An upgrade sends none: what
+    // kas sends after it is the switched protocol's bytes.
+    const whole = upgrade ? null : stream.takeWhole();
+    const streamed = !upgrade && whole === null;
+    const known = whole === null || whole.length === 0 ? null : whole.length === 1 ? whole[0]! : Buffer.concat(whole);
+    // A body of unknown length goes chunked: node:http would send it unframed for some methods
+    // (DELETE) and drop it for others (GET).
+    if ((streamed || known !== null) && headerValue(headers, 'content-length') === undefined) headers.push(['Transfer-Encoding', 'chunked']);
 
     let options;
     try {
@@ -127,12 +135,14 @@ class Exchange {
     if (upgrade) {
       req.on('upgrade', (res, socket, upgradeHead) => this.onUpgrade(res, socket, upgradeHead));
       req.end();
-    } else if (body === 'none') {
-      req.end();
-      this.discardRequestBody();
-    } else {
+    } else if (streamed) {
       stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
       stream.pipe(req);
+    } else if (known !== null) {
+      this.metrics.bytesRelayed.inc({ direction: 'request' }, known.byteLength);
+      req.end(known);
+    } else {
+      req.end();
     }
   }
 

@@ -1,8 +1,10 @@
 /**
- * The Kubernetes API proxy listener: authenticates each request, picks a session of the target
- * agent (waiting a bounded time for one), opens a stream whose head is the cleaned request, and
- * streams both bodies with backpressure. Upgrades (exec, attach, port-forward) switch the stream to
- * raw bytes after the 101. Every error kas makes itself is a Kubernetes Status body.
+ * kas's half of the Kubernetes API proxy: the HTTP(S) server that clients (kubectl, GitLab's UI)
+ * call. It authenticates each request, picks a session of the target agent (waiting a bounded time
+ * for one), opens a stream whose head is the cleaned request, and streams both bodies with
+ * backpressure. Upgrades (exec, attach, port-forward) switch the stream to raw bytes after the 101.
+ * Every error kas makes itself is a Kubernetes Status body. agentk's ApiServerForwarder serves the
+ * other end of each stream.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -21,11 +23,12 @@ import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
 import type { KubernetesApiConfig } from './config.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
-import { forwardHeaders, forwardPath, hasImpersonationHeaders, isUpgradeRequest, responseHeaders } from './request-head.js';
+import { isUpgradeRequest, rawConnectionTokens, rawHasImpersonationHeaders, requestHasBody } from '../../protocol/http-rules.js';
+import { forwardHeaders, forwardPath, responseHeaders } from './request-head.js';
 import { answerClientError } from '../client-error.js';
 import { Cancellation } from '../cancellation.js';
 
-export interface ProxyDeps {
+export interface ProxyServerDeps {
   config: KubernetesApiConfig;
   /** The certificate and key (read while kas is created), or null for plain HTTP. */
   tls: TlsPair | null;
@@ -73,15 +76,15 @@ function flat(headers: readonly HeaderPair[]): string[] {
   return out;
 }
 
-export class KubernetesApiProxy {
-  private readonly deps: ProxyDeps;
+export class KubernetesApiProxyServer {
+  private readonly deps: ProxyServerDeps;
   private server: http.Server | https.Server | null = null;
   private readonly inflight = new Set<Promise<void>>();
   /** Upgraded connections: the HTTP server no longer tracks them, so stop() ends them itself. */
   private readonly upgraded = new Set<Duplex>();
   boundAddress = '';
 
-  constructor(deps: ProxyDeps) {
+  constructor(deps: ProxyServerDeps) {
     this.deps = deps;
   }
 
@@ -139,10 +142,11 @@ export class KubernetesApiProxy {
       return new Refusal(auth.status, auth.status === 401 ? 'Unauthorized' : auth.message, auth.status === 401 ? { 'Gitlab-Unauthorized': 'true' } : {});
     }
     const { decision } = auth;
-    if (decision.impersonate && hasImpersonationHeaders(req.rawHeaders)) {
+    if (decision.impersonate && rawHasImpersonationHeaders(req.rawHeaders)) {
       return new Refusal(403, 'nested impersonation is not allowed: this credential already impersonates, drop the Impersonate-* headers');
     }
-    const hasBody = upgrade || req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    // An upgrade keeps kas's direction open for the raw bytes that follow the switch.
+    const hasBody = upgrade || requestHasBody(req.headers['transfer-encoding'], req.headers['content-length']);
     const head = encodeRequestHead({ method: req.method ?? 'GET', path, headers: forwardHeaders(req.rawHeaders, upgrade), impersonate: decision.impersonate });
     return { decision, head, hasBody, upgrade };
   }
@@ -315,7 +319,7 @@ export class KubernetesApiProxy {
     socket.once('close', () => this.upgraded.delete(socket));
     const cancel = new Cancellation();
     socket.once('close', () => cancel.cancel());
-    if (!isUpgradeRequest(req.headers)) return this.refuseRaw(socket, new Refusal(400, 'bad upgrade request'));
+    if (!isUpgradeRequest(rawConnectionTokens(req.rawHeaders), req.headers.upgrade)) return this.refuseRaw(socket, new Refusal(400, 'bad upgrade request'));
     const prepared = await this.prepare(req, true);
     if (prepared instanceof Refusal) return this.refuseRaw(socket, prepared);
     const result = await this.exchange(prepared, cancel, (stream) => {
