@@ -16,7 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
-import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-feature.js';
+import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { followLogLevel } from './observability/log-level.js';

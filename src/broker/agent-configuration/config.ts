@@ -2,4 +2,4 @@
 import { configPart } from '../configuration/config-part.js';
 import { duration } from '../configuration/fields.js';
 
-export const agentConfigurationConfig = configPart('agent.configuration', { poll_period: duration('5m') });
+export const agentConfigurationConfig = configPart('agent.configuration', { poll_period: duration('5m') }, `poll_period: 5m`);

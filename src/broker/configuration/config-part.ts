@@ -12,10 +12,15 @@ export interface ConfigPart<P extends string = string, S extends z.ZodRawShape =
   /** Dotted path of the object the keys belong to; '' for the top level. */
   readonly path: P;
   readonly keys: S;
+  /**
+   * The keys as they appear in kas.example.yaml, at the level of `path` (no indentation): every
+   * default written out, optional keys as comments. A test checks it against the defaults.
+   */
+  readonly example: string;
 }
 
-export function configPart<const P extends string, const S extends z.ZodRawShape>(path: P, keys: S): ConfigPart<P, S> {
-  return { path, keys };
+export function configPart<const P extends string, const S extends z.ZodRawShape>(path: P, keys: S, example: string): ConfigPart<P, S> {
+  return { path, keys, example };
 }
 
 type Nest<P extends string, T> = P extends '' ? T : P extends `${infer H}.${infer R}` ? { [K in H]: Nest<R, T> } : { [K in P]: T };
@@ -66,4 +71,39 @@ export function composeSchema(parts: readonly ConfigPart[]): z.ZodObject {
     }
   }
   return z.strictObject(build(root, ''));
+}
+
+interface ExampleNode {
+  snippets: string[];
+  children: Map<string, ExampleNode>;
+}
+
+/**
+ * The example configuration file: every part's example under its path, in the order of the parts
+ * (objects appear where their first part does), after `header` (comment lines).
+ */
+export function renderExample(parts: readonly ConfigPart[], header: string): string {
+  const root: ExampleNode = { snippets: [], children: new Map() };
+  for (const part of parts) {
+    let node = root;
+    for (const name of part.path === '' ? [] : part.path.split('.')) {
+      let child = node.children.get(name);
+      if (!child) {
+        child = { snippets: [], children: new Map() };
+        node.children.set(name, child);
+      }
+      node = child;
+    }
+    node.snippets.push(part.example.replace(/\n+$/, ''));
+  }
+  const out: string[] = header.replace(/\n+$/, '').split('\n');
+  const write = (node: ExampleNode, indent: string) => {
+    for (const snippet of node.snippets) for (const line of snippet.split('\n')) out.push(line === '' ? '' : `${indent}${line}`);
+    for (const [name, child] of node.children) {
+      out.push(`${indent}${name}:`);
+      write(child, `${indent}  `);
+    }
+  };
+  write(root, '');
+  return `${out.join('\n')}\n`;
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { ConfigError, validateConfig } from './schema.js';
+import { ConfigError, exampleConfig, validateConfig } from './schema.js';
 
 function errorOf(raw: unknown): string {
   try {
@@ -28,6 +28,17 @@ describe('kas configuration', () => {
   test('kas.example.yaml is exactly the defaults', () => {
     const example = parse(readFileSync(new URL('../../../kas.example.yaml', import.meta.url), 'utf8'));
     expect(validateConfig(example)).toEqual(validateConfig({}));
+  });
+
+  test('kas.example.yaml is what the modules\' parts compose (run `npm run example-config` after changing one)', () => {
+    expect(readFileSync(new URL('../../../kas.example.yaml', import.meta.url), 'utf8')).toBe(exampleConfig());
+  });
+
+  test('the example writes out every key that has a default', () => {
+    const keysOf = (v: unknown, prefix = ''): string[] =>
+      v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.entries(v).flatMap(([k, x]) => (x === undefined ? [] : keysOf(x, `${prefix}${k}.`))) : [prefix.slice(0, -1)];
+    const written = new Set(keysOf(parse(exampleConfig())));
+    expect(keysOf(validateConfig({})).filter((k) => !written.has(k))).toEqual([]);
   });
 
   test('an unknown key is refused with its full path', () => {

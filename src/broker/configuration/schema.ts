@@ -7,7 +7,7 @@
 import type { z } from 'zod';
 import { KAS_MODULES } from '../modules.js';
 import { ConfigError } from './config-error.js';
-import { composeSchema, type ConfigOf, type ConfigPart } from './config-part.js';
+import { composeSchema, renderExample, type ConfigOf, type ConfigPart } from './config-part.js';
 
 export { ConfigError } from './config-error.js';
 export type { TunnelConfig } from '../tunnel/config.js';
@@ -18,7 +18,19 @@ type AllParts = (typeof KAS_MODULES)[number]['owns'][number];
 /** The validated kas configuration: every module's keys, defaults applied, durations in ms. */
 export type KasConfig = ConfigOf<AllParts[]>;
 
-export const configSchema: z.ZodObject = composeSchema(KAS_MODULES.flatMap((m): readonly ConfigPart[] => m.owns));
+const parts = KAS_MODULES.flatMap((m): readonly ConfigPart[] => m.owns);
+
+export const configSchema: z.ZodObject = composeSchema(parts);
+
+const EXAMPLE_HEADER = `# kas configuration with every default written out (docs/configuration.md explains each key).
+# Made from the modules' own parts by \`npm run example-config\`; a test checks that this file is
+# what that writes and that it parses to exactly the built-in defaults.
+#`;
+
+/** kas.example.yaml: every module's part of the configuration, defaults written out. */
+export function exampleConfig(): string {
+  return renderExample(parts, EXAMPLE_HEADER);
+}
 
 /** Validates parsed YAML; throws ConfigError listing every bad key as "path.to.key: what was expected". */
 export function validateConfig(raw: unknown): KasConfig {

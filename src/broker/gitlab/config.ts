@@ -28,18 +28,31 @@ const gitlab = z
     }
   });
 
-export const gitlabConfig = configPart('', { gitlab: gitlab.optional() });
+export const gitlabConfig = configPart('', { gitlab: gitlab.optional() }, `# GitLab mode: add a gitlab section (without it kas runs in standalone mode):
+# gitlab:
+#   address: https://gitlab.example.com
+#   external_url: https://gitlab.example.com      # CORS origin; defaults to address
+#   authentication_secret_file: /etc/kas/gitlab_secret
+#   ca_certificate_file: /etc/kas/gitlab-ca.pem
+#   repository_token_file: /etc/kas/repo_token
+#   api_rate_limit:
+#     refill_rate_per_second: 50
+#     bucket_size: 250
+#   request_timeout: 20s
+#`);
 
 /** Caches of GitLab's answers about agent tokens. */
 export const agentInfoCacheConfig = configPart('agent', {
   info_cache_ttl: duration('5m'),
   info_cache_error_ttl: duration('1m'),
-});
+}, `info_cache_ttl: 5m
+info_cache_error_ttl: 1m`);
 
 /** Caches of GitLab's answers about proxy users. */
 export const proxyAuthCacheConfig = configPart('agent.kubernetes_api', {
   allowed_agent_cache_ttl: duration('60s'),
   allowed_agent_cache_error_ttl: duration('10s'),
-});
+}, `allowed_agent_cache_ttl: 60s
+allowed_agent_cache_error_ttl: 10s`);
 
-export const usageMetricsConfig = configPart('observability', { usage_report_period: duration('60s') });
+export const usageMetricsConfig = configPart('observability', { usage_report_period: duration('60s') }, `usage_report_period: 60s`);

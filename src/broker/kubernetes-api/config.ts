@@ -13,6 +13,12 @@ export const kubernetesApiConfig = configPart('agent.kubernetes_api', {
     .default('/')
     .refine((p) => p.startsWith('/'), { message: 'expected a path starting with "/"' }),
   agent_wait_timeout: duration('20s'),
-});
+}, `listen:
+  address: 0.0.0.0:8154
+  # certificate_file: /etc/kas/proxy.crt    # with key_file: HTTPS (kubectl sends no token over plain HTTP)
+  # key_file: /etc/kas/proxy.key
+  headers_timeout: 30s
+url_path_prefix: /
+agent_wait_timeout: 20s`);
 
 export type KubernetesApiConfig = ConfigOf<[typeof kubernetesApiConfig]>['agent']['kubernetes_api'];

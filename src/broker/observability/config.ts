@@ -7,4 +7,7 @@ import { address } from '../configuration/fields.js';
 export const observabilityConfig = configPart('observability', {
   listen: z.strictObject({ address: address('127.0.0.1:8151') }).prefault({}),
   logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
-});
+}, `listen:
+  address: 127.0.0.1:8151
+logging:
+  level: info`);

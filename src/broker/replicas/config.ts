@@ -28,14 +28,32 @@ const redis = z
     if (!r.server === !r.sentinel) ctx.addIssue({ code: 'custom', path: ['server'], message: 'give exactly one of redis.server and redis.sentinel' });
   });
 
-export const redisConfig = configPart('', { redis: redis.optional() });
+export const redisConfig = configPart('', { redis: redis.optional() }, `# Several replicas: add a redis section (without it kas runs as a single replica, state in memory)
+# and a private_api authentication secret:
+# redis:
+#   server:
+#     address: redis:6379
+#   # or sentinel: {master_name: mymaster, addresses: [sentinel-0:26379], sentinel_password_file: ...}
+#   password_file: /etc/kas/redis_password
+#   username: default
+#   database_index: 0
+#   tls: {enabled: false, ca_certificate_file: ...}
+#   key_prefix: gitlab-kas
+#   dial_timeout: 5s
+#   read_timeout: 1s
+#   write_timeout: 1s
+#   ready_requires_redis: false
+#`);
 
 export const privateApiConfig = configPart('private_api', {
   listen: z.strictObject({ address: address('127.0.0.1:8155'), authentication_secret_file: file.optional() }).prefault({}),
-});
+}, `listen:
+  address: 127.0.0.1:8155
+  # authentication_secret_file: /etc/kas/private_secret   # the private API is served when set`);
 
 /** How long a replica's entries in Redis live, and how often it rewrites them. */
 export const replicaEntriesConfig = configPart('agent', {
   redis_conn_info_ttl: duration('5m'),
   redis_conn_info_refresh: duration('4m'),
-});
+}, `redis_conn_info_ttl: 5m
+redis_conn_info_refresh: 4m`);

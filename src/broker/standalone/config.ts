@@ -41,7 +41,10 @@ const standalone = z
     );
   });
 
-export const standaloneConfig = configPart('', { standalone });
+export const standaloneConfig = configPart('', { standalone }, `standalone:
+  agents: []
+  proxy_tokens: []
+  # config_dir: /etc/kas/agents   # agent configuration files: <config_dir>/<agent-name>/config.yaml`);
 
 export type StandaloneConfig = z.output<typeof standalone>;
 export type AccessAs = z.output<typeof accessAsSchema>;

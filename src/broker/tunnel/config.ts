@@ -36,7 +36,25 @@ export const agentListenerConfig = configPart('agent', {
     .prefault({})
     .superRefine(tlsPair),
   tunnel,
-});
+}, `listen:
+  address: 127.0.0.1:8150
+  # certificate_file: /etc/kas/agent.crt    # with key_file: wss:// (else ws://, behind a TLS ingress)
+  # key_file: /etc/kas/agent.key
+  max_connection_age: 2h
+  connections_per_token_per_minute: 40000
+  headers_timeout: 10s
+tunnel:
+  max_frame_size: 1048576
+  max_streams: 1024
+  max_header_size: 65536
+  initial_window: 262144
+  max_window: 16777216
+  chunk_size: 65536
+  max_session_buffer: 67108864
+  max_process_buffer: 536870912
+  ping_interval: 20s
+  handshake_timeout: 10s
+  drain_grace: 30s`);
 
 export type TunnelConfig = z.output<typeof tunnel>;
 export type AgentListenConfig = ConfigOf<[typeof agentListenerConfig]>['agent']['listen'];
