@@ -147,6 +147,24 @@ describe('AgentConfigurationServer', () => {
     expect(gitlab.posts).toHaveLength(1);
   });
 
+  test('other modules follow a section of every agent\'s configuration in force: latest value first, changes, and the agent leaving', async () => {
+    source.files.set('prod', { commit: 'c1', text: 'observability: {logging: {level: debug}}\n' });
+    const agent = await connect(prod);
+    await waitFor(() => module.configuration(1) !== undefined, 'the configuration to be in force');
+    const seen: Array<[unknown, number]> = [];
+    const off = module.subscribe('observability', (section, agentId) => seen.push([section, agentId]));
+    expect(seen).toEqual([[{ logging: { level: 'debug' } }, 1]]);
+    source.files.set('prod', { commit: 'c2', text: 'observability: {logging: {level: warn}}\n' });
+    module.pollProject(42);
+    await waitFor(() => seen.length === 2, 'the changed section to be announced');
+    expect(seen[1]).toEqual([{ logging: { level: 'warn' } }, 1]);
+    agent.close();
+    await waitFor(() => seen.length === 3, 'the agent leaving to be announced');
+    expect(seen[2]).toEqual([undefined, 1]);
+    expect(module.configuration(1)).toBeUndefined();
+    off();
+  });
+
   test('a broken file is reported and sent nowhere; the configuration in force stays', async () => {
     source.files.set('prod', { commit: 'c1', text: 'observability: {logging: {level: warn}}\n' });
     const agent = await connect(prod);

@@ -6,24 +6,24 @@
 import type { AgentRegistry } from '../tunnel/agent-registry.js';
 import { localConnections } from './connection-record.js';
 import { MemoryConnectionRateLimit } from './memory-rate-limit.js';
-import type { ReplicaState } from './replica-state.js';
+import type { AgentPresence, ConnectionRecords, GitPushFanOut, RefusalCache, ReplicaState } from './replica-state.js';
 
 export class MemoryReplicaState implements ReplicaState {
   readonly healthy = true;
   readonly rateLimit = new MemoryConnectionRateLimit();
   private readonly gitPushListeners = new Set<(projectId: number) => void>();
 
-  readonly presence = {
+  readonly presence: AgentPresence = {
     holders: (): Promise<string[]> => Promise.resolve([]),
     // No other replica exists to announce an agent: the caller's wait on the local registry ends it.
     waitRegistered: (): Promise<void> => new Promise<void>(() => undefined),
   };
 
-  readonly records = {
+  readonly records: ConnectionRecords = {
     connections: (agentIds: number[], projectIds: number[]) => Promise.resolve(localConnections(this.registry, this.instanceName, agentIds, projectIds)),
   };
 
-  readonly gitPush = {
+  readonly gitPush: GitPushFanOut = {
     publish: (projectId: number): Promise<void> => {
       for (const l of this.gitPushListeners) l(projectId);
       return Promise.resolve();
@@ -33,7 +33,7 @@ export class MemoryReplicaState implements ReplicaState {
     },
   };
 
-  readonly refusals = {
+  readonly refusals: RefusalCache = {
     refusedRecently: (): Promise<boolean> => Promise.resolve(false),
     recordRefusal: (): Promise<void> => Promise.resolve(),
   };
