@@ -5,6 +5,8 @@
  * INTERNAL, and every peer frame that may not come has the coded RESET the document gives it.
  */
 import { TunnelError } from './errors.js';
+import { createMemoryTransportPair } from './memory-transport.js';
+import { Session } from './session.js';
 import {
   RECV_MACHINE,
   RecvEvent,
@@ -17,6 +19,7 @@ import {
   refusalOf,
   type StateMachine,
 } from './stream-states.js';
+import { entryOf } from './testing/stream-internals.js';
 
 type Row = [from: string, event: string, to: string];
 
@@ -137,5 +140,24 @@ describe('the receiving direction', () => {
     expect(rows).toEqual(RECV_ALLOWED);
     const refusals = STREAM_TRANSITIONS.recv.refused.map((r) => [RECV_MACHINE.stateNames[r.from], RECV_MACHINE.eventNames[r.on], r.code, r.message]);
     expect(refusals).toEqual(RECV_REFUSED);
+  });
+});
+
+describe('inside a session', () => {
+  test('a frame meeting a stream in a state the table has no word on (a bug of this side) closes the session with INTERNAL, not silence', async () => {
+    const [a, b] = createMemoryTransportPair();
+    const server = new Session(b, { role: 'server' });
+    const client = new Session(a, { role: 'client' });
+    server.on('stream', (s) => s.reply({ status: 200 }));
+    const closed = new Promise<TunnelError | null>((resolve) => client.once('close', resolve));
+    await client.ready;
+    const stream = client.openStream({ path: '/x' });
+    stream.on('error', () => undefined);
+    // Corrupts the bookkeeping as a bug would: the REPLY on its way now meets a direction the table calls final.
+    entryOf(stream).recv = RecvState.Aborted;
+    const err = await closed;
+    expect(err).toBeInstanceOf(TunnelError);
+    expect(err).toMatchObject({ code: 'INTERNAL', message: `stream ${stream.id}: Head is not allowed in receive state Aborted` });
+    server.close();
   });
 });
