@@ -14,6 +14,7 @@ import { createMemoryTransportPair } from './memory-transport.js';
 import { Session, type SessionOptions } from './session.js';
 import type { TunnelStream } from './stream.js';
 import { RecordingTransport } from './testing/recording-transport.js';
+import { knownEntries } from './testing/stream-internals.js';
 
 type Side = 'client' | 'server';
 
@@ -174,11 +175,6 @@ async function writeSide(s: TunnelStream, data: Buffer[], alreadyWritten: number
   }
 }
 
-/** Reads the private stream table of a session: the invariants are about its bookkeeping. */
-function liveStreams(session: Session): TunnelStream[] {
-  return [...(session as unknown as { streams: Map<number, TunnelStream> }).streams.values()];
-}
-
 /**
  * Checks every frame a side sends: no stream's credit or window is negative on either side, and the
  * bytes sent on each stream never exceed the credit the receiver granted (its initial window plus
@@ -208,7 +204,7 @@ class FlowAuditor {
     }
     if (!this.sessions) return;
     for (const side of ['client', 'server'] as const) {
-      for (const s of liveStreams(this.sessions[side])) {
+      for (const s of knownEntries(this.sessions[side])) {
         if (s.sendCredit < 0) this.violations.push(`${side} stream ${s.id} has negative send credit ${s.sendCredit}`);
         if (s.window.outstanding < 0) this.violations.push(`${side} stream ${s.id} has a negative receive window ${s.window.outstanding}`);
       }

@@ -10,6 +10,7 @@ import { Session, type SessionOptions } from './session.js';
 import type { TunnelStream } from './stream.js';
 import { readAll, waitFor } from './testing/session-suite.js';
 import { RecordingTransport } from './testing/recording-transport.js';
+import { entryOf } from './testing/stream-internals.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -163,14 +164,14 @@ describe('control frames jump the queue', () => {
     let bulk: TunnelStream | null = null;
     // For every frame the client sends: how many bulk bytes were still waiting at that moment.
     p.onSend.fn = (_frame, index) => {
-      bulkQueuedAt[index] = bulk?.outBytes ?? 0;
+      bulkQueuedAt[index] = bulk ? entryOf(bulk).outBytes : 0;
     };
     bulk = p.client.openStream({ path: '/bulk' });
     bulk.end(randomBytes(8 * MiB));
     // Let the writer run once: it fills the transport up to its high-water mark and stops.
     await Promise.resolve();
-    if (!p.wire.backpressured || bulk.outBytes < 6 * MiB) {
-      throw new Error(`test setup: expected a full transport (${p.wire.bufferedAmount} bytes queued) and most of the bulk waiting (${bulk.outBytes} bytes)`);
+    if (!p.wire.backpressured || entryOf(bulk).outBytes < 6 * MiB) {
+      throw new Error(`test setup: expected a full transport (${p.wire.bufferedAmount} bytes queued) and most of the bulk waiting (${entryOf(bulk).outBytes} bytes)`);
     }
     const b = bulk;
     const done = readAll(b).then(async () => {

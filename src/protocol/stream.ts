@@ -6,28 +6,33 @@
  * side ends on the peer's END). `reset()` aborts both directions with a code.
  *
  * Ownership: the session creates streams and routes frames to them; users only read, write, end,
- * reply and reset. An 'error' listener is always attached by the session, so a peer's RESET never
- * crashes a process that forgot one; users observe failures with their own 'error' or 'close'
- * listeners, or `stream.pipeline`/`finished`.
+ * reply and reset. The stream keeps only what its user sees (id, heads); its bookkeeping (credit,
+ * queues, the states of its two directions) belongs to the session, which the stream reaches
+ * through its `StreamCore`. An 'error' listener is always attached by the session, so a peer's
+ * RESET never crashes a process that forgot one; users observe failures with their own 'error' or
+ * 'close' listeners, or `stream.pipeline`/`finished`.
  */
 import { Duplex } from 'node:stream';
 import { TunnelError, type TunnelErrorCode } from './errors.js';
 import type { Head } from './frames.js';
-import type { ReceiveWindow } from './flow.js';
 
-/** What a stream needs from its session. Implemented by Session; not for users. */
-export interface StreamOwner {
-  streamWrite(stream: TunnelStream, chunk: Buffer, done: (err?: Error | null) => void): void;
-  streamFinal(stream: TunnelStream, done: (err?: Error | null) => void): void;
-  streamRead(stream: TunnelStream): void;
-  streamDestroyed(stream: TunnelStream, err: Error | null): void;
-  streamReply(stream: TunnelStream, head: Head, data: Uint8Array | null, end: boolean): void;
-  streamTakeWhole(stream: TunnelStream): Buffer[] | null;
-}
-
-export interface OutChunk {
-  buf: Buffer;
-  done: ((err?: Error | null) => void) | null;
+/**
+ * What a stream asks of its session: one object per stream, owned by the session (its entry in the
+ * stream table). Not for users. Called on the event loop from the Duplex machinery.
+ */
+export interface StreamCore {
+  /** Queues bytes to send; `done` runs once the session took them (see the class comment). */
+  write(chunk: Buffer, done: (err?: Error | null) => void): void;
+  /** Ends this side's direction; `done` runs once END is framed. */
+  final(done: (err?: Error | null) => void): void;
+  /** The reader wants more: hand over what arrived and return credit for it. */
+  read(): void;
+  /** The stream was destroyed (by its user or by the session); `err` is why. */
+  destroyed(err: Error | null): void;
+  /** Queues the head of an accepted stream, with optional first data and END. */
+  reply(head: Head, data: Uint8Array | null, end: boolean): void;
+  /** Takes the peer's whole data if its direction already ended; null otherwise. */
+  takeWhole(): Buffer[] | null;
 }
 
 export class TunnelStream extends Duplex {
@@ -38,35 +43,14 @@ export class TunnelStream extends Duplex {
   ownHead: Head | null = null;
   /** The head the peer sent: its OPEN for accepted streams, its REPLY for local ones (null until it arrives). */
   peerHead: Head | null;
+  private readonly core: StreamCore;
 
-  /** @internal session bookkeeping below; not part of the public surface. */
-  /** @internal */ owner: StreamOwner;
-  /** @internal */ sendCredit = 0;
-  /** @internal head waiting to be framed (OPEN or REPLY). */ outHead: Head | null = null;
-  /** @internal */ outHeadSize = 0;
-  /** @internal */ out: OutChunk[] = [];
-  /** @internal */ outBytes = 0;
-  /** @internal */ finQueued = false;
-  /** @internal */ finSent = false;
-  /** @internal */ finDone: ((err?: Error | null) => void) | null = null;
-  /** @internal */ headSent = false;
-  /** @internal */ inRing = false;
-  /** @internal */ recv: Buffer[] = [];
-  /** @internal */ recvBytes = 0;
-  /** @internal */ recvEnded = false;
-  /** @internal */ endPushed = false;
-  /** @internal */ wantsData = false;
-  /** @internal */ window: ReceiveWindow;
-  /** @internal set when the session already knows the stream is gone (reset sent or received). */ gone = false;
-  /** @internal the stream waits in the pending-open queue. */ pending = false;
-
-  constructor(owner: StreamOwner, id: number, local: boolean, peerHead: Head | null, window: ReceiveWindow, highWaterMark: number) {
+  constructor(core: StreamCore, id: number, local: boolean, peerHead: Head | null, highWaterMark: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: 16 * 1024, writableHighWaterMark: highWaterMark, decodeStrings: true });
-    this.owner = owner;
+    this.core = core;
     this.id = id;
     this.local = local;
     this.peerHead = peerHead;
-    this.window = window;
     this.on('error', () => {
       /* Observed through the user's own listeners; see the class comment. */
     });
@@ -80,7 +64,7 @@ export class TunnelStream extends Duplex {
   reply(head: Head, options?: { data?: Uint8Array; end?: boolean }): void {
     if (this.local) throw new TunnelError('PROTOCOL_ERROR', 'reply() is for streams the peer opened');
     if (this.ownHead !== null) throw new TunnelError('PROTOCOL_ERROR', 'reply() was already called');
-    this.owner.streamReply(this, head, options?.data ?? null, options?.end ?? false);
+    this.core.reply(head, options?.data ?? null, options?.end ?? false);
     if (options?.end) this.end();
   }
 
@@ -92,7 +76,7 @@ export class TunnelStream extends Duplex {
    */
   takeWhole(): Buffer[] | null {
     if (this.destroyed || this.readableLength > 0 || this.readableDidRead || this.readableFlowing !== null) return null;
-    const whole = this.owner.streamTakeWhole(this);
+    const whole = this.core.takeWhole();
     if (whole) this.resume();
     return whole;
   }
@@ -104,25 +88,24 @@ export class TunnelStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.owner.streamWrite(this, chunk, callback);
+    this.core.write(chunk, callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
     const buf = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
-    this.owner.streamWrite(this, buf, callback);
+    this.core.write(buf, callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.owner.streamFinal(this, callback);
+    this.core.final(callback);
   }
 
   override _read(): void {
-    this.wantsData = true;
-    this.owner.streamRead(this);
+    this.core.read();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.owner.streamDestroyed(this, err);
+    this.core.destroyed(err);
     callback(err);
   }
 }

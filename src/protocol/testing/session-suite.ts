@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { Session, type SessionOptions } from '../session.js';
 import { TunnelError } from '../errors.js';
 import type { TunnelStream } from '../stream.js';
+import { entryOf } from './stream-internals.js';
 
 export interface SessionPair {
   client: Session;
@@ -236,7 +237,7 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       expect(body.length).toBe(20 * 1024 * 1024);
       // What the client holds for the stalled stream: its queue plus one chunk in the Readable buffer.
       expect(pair.client.bufferedBytes + stalled.readableLength).toBeLessThanOrEqual(initialWindow + 64 * 1024);
-      expect(stalledWriter!.sendCredit).toBeGreaterThanOrEqual(0);
+      expect(entryOf(stalledWriter!).sendCredit).toBeGreaterThanOrEqual(0);
       stalled.reset();
     });
 

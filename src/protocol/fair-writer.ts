@@ -1,0 +1,150 @@
+/**
+ * The one writer of a session (docs/protocol.md, "Scheduling"): control frames first, in the order
+ * they were produced and regardless of backpressure; then one frame per ready stream in turn (a
+ * round-robin ring) while the transport takes more. It decides who sends next and when; what a
+ * stream's next frame is, the stream decides (`FrameSource.nextFrame`).
+ *
+ * Write callbacks of streams run after the writer's loop (`defer`), so user code never re-enters it.
+ * The writer runs at most once per microtask unless the transport's drain or a close runs it at once.
+ */
+import { TunnelError } from './errors.js';
+import { FrameKind, encodeFrame } from './frames.js';
+import { FRAME_OVERHEAD, type SessionTuning } from './limits.js';
+import type { MessageTransport } from './transport.js';
+
+/** A stream as the writer sees it. Implemented by the stream table's entries. */
+export interface FrameSource {
+  /** Owned by the writer: true while the source waits in its ring. */
+  inRing: boolean;
+  /** True when the source has a frame to send now (and may send at all). */
+  hasFrame(): boolean;
+  /**
+   * Builds the source's next frame, at most `chunkLimit` payload bytes and `maxFrameSize` bytes in
+   * all; null when it has nothing after all.
+   */
+  nextFrame(chunkLimit: number, maxFrameSize: number): Uint8Array | null;
+}
+
+/** What the writer needs from its session. */
+export interface WriterHost {
+  /** The peer does not read: the session must close with `err`. */
+  fail(err: TunnelError): void;
+}
+
+export type WriteCallback = (err?: Error | null) => void;
+
+export class FairWriter {
+  private readonly transport: MessageTransport;
+  private readonly tuning: Readonly<SessionTuning>;
+  private readonly host: WriterHost;
+  private readonly control: Uint8Array[] = [];
+  private readonly ring: FrameSource[] = [];
+  private readonly doneCallbacks: Array<() => void> = [];
+  private pumpScheduled = false;
+  private pongDue: number | null = null;
+  /** The peer's maxFrameSize; 0 until the handshake is done, and only control frames go out till then. */
+  private peerMaxFrameSize = 0;
+  private stopped = false;
+
+  constructor(transport: MessageTransport, tuning: Readonly<SessionTuning>, host: WriterHost) {
+    this.transport = transport;
+    this.tuning = tuning;
+    this.host = host;
+  }
+
+  /** The handshake is done: stream frames may go out, within the peer's frame size. */
+  start(peerMaxFrameSize: number): void {
+    this.peerMaxFrameSize = peerMaxFrameSize;
+  }
+
+  /** The session closed: nothing more goes out, and what was queued is dropped. */
+  stop(): void {
+    this.stopped = true;
+    this.control.length = 0;
+    this.ring.length = 0;
+  }
+
+  /** Queues a control frame; closes the session (BUFFER_LIMIT) when the peer has stopped reading. */
+  sendControl(frame: Uint8Array): void {
+    if (this.stopped) return;
+    this.control.push(frame);
+    if (this.transport.bufferedAmount > this.tuning.maxTransportBacklog) {
+      this.host.fail(new TunnelError('BUFFER_LIMIT', `peer does not read: more than ${this.tuning.maxTransportBacklog} bytes queued for it`));
+      return;
+    }
+    this.schedulePump();
+  }
+
+  /** Answers a PING: several that arrive before the writer runs get one PONG, for the latest. */
+  answerPing(nonce: number): void {
+    this.pongDue = nonce;
+    this.schedulePump();
+  }
+
+  /** Puts a source in the ring if it has something to send, and makes sure the writer runs. */
+  schedule(source: FrameSource): void {
+    if (!source.inRing && source.hasFrame()) {
+      source.inRing = true;
+      this.ring.push(source);
+    }
+    this.schedulePump();
+  }
+
+  /** Runs `cb` after the writer's current turn (or soon, when no turn is under way). */
+  defer(cb: () => void): void {
+    this.doneCallbacks.push(cb);
+  }
+
+  /** Sends control frames, then one bounded chunk per ready stream in turn, while the transport takes more. */
+  pump(): void {
+    if (this.stopped) return;
+    const t = this.transport;
+    t.cork?.();
+    try {
+      if (this.pongDue !== null) {
+        this.control.push(encodeFrame({ kind: FrameKind.PONG, nonce: this.pongDue }));
+        this.pongDue = null;
+      }
+      for (const frame of this.control) t.send(frame);
+      this.control.length = 0;
+      const peerMax = this.peerMaxFrameSize;
+      if (peerMax === 0) return;
+      const chunkLimit = Math.min(this.tuning.chunkSize, peerMax - FRAME_OVERHEAD);
+      while (this.ring.length > 0 && !t.backpressured) {
+        const s = this.ring.shift()!;
+        s.inRing = false;
+        const frame = s.nextFrame(chunkLimit, peerMax);
+        if (frame) t.send(frame);
+        if (s.hasFrame()) {
+          s.inRing = true;
+          this.ring.push(s);
+        }
+      }
+    } finally {
+      t.uncork?.();
+    }
+    this.flushCallbacks();
+  }
+
+  /** Runs the callbacks deferred so far (and those they defer in turn). */
+  flushCallbacks(): void {
+    while (this.doneCallbacks.length > 0) {
+      const cbs = this.doneCallbacks.splice(0);
+      for (const cb of cbs) cb();
+    }
+  }
+
+  /** Runs the deferred callbacks in a microtask, when there are any. */
+  flushCallbacksSoon(): void {
+    if (this.doneCallbacks.length > 0) queueMicrotask(() => this.flushCallbacks());
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+}
