@@ -7,7 +7,8 @@
  *   npm run build && node dist/bench/auth-latency.js [--requests 1000] [--rounds 5]
  */
 import { startFakeGitLab } from '../test/support/fake-gitlab.js';
-import { startStack, startUpstream } from '../test/support/stack.js';
+import { startFakeKubeApi } from '../test/support/fake-kube-api.js';
+import { startStack } from '../test/support/stack.js';
 import { median, numberFlag, sequentialGets } from './lib/sequential-gets.js';
 
 const REQUESTS = numberFlag('requests', 1000);
@@ -22,7 +23,7 @@ async function main(): Promise<void> {
   gl.addAgent({ id: 1, name: 'prod', projectId: 42, token: 'glagent-bench-0123456789abcdefghij' });
   gl.addUser({ id: 100, username: 'alice', pat: ['glpat-bench'] });
   gl.setUserAccess(1, 100, { access_as: { agent: {} }, configProjectId: 42 });
-  const upstream = await startUpstream((_req, res) => res.end('{"kind":"NamespaceList","items":[]}'));
+  const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('{"kind":"NamespaceList","items":[]}'), record: false });
   const quiet = { observability: { logging: { level: 'warn' } } };
   const standalone = await startStack({ upstream, kas: quiet });
   const gitlab = await startStack({

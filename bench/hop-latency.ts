@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { KasApp } from '../src/broker/app.js';
 import { createLogger } from '../src/shared/logger.js';
 import { startRedis } from '../test/support/redis.js';
-import { startStack, startUpstream } from '../test/support/stack.js';
+import { startFakeKubeApi } from '../test/support/fake-kube-api.js';
+import { startStack } from '../test/support/stack.js';
 import { median, numberFlag, sequentialGets } from './lib/sequential-gets.js';
 
 const REQUESTS = numberFlag('requests', 1000);
@@ -22,7 +23,7 @@ const ROUNDS = numberFlag('rounds', 5);
 
 async function main(): Promise<void> {
   const redis = await startRedis();
-  const upstream = await startUpstream((_req, res) => res.end('{"kind":"NamespaceList","items":[]}'));
+  const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('{"kind":"NamespaceList","items":[]}'), record: false });
   const secretFile = join(tmpdir(), `hop-bench-${process.pid}.secret`);
   writeFileSync(secretFile, `${randomBytes(32).toString('base64')}\n`);
   const stack = await startStack({

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { createAgentk, type Agentk } from '../src/agent/app.js';
 import { loadApiServerConfig } from '../src/agent/kubernetes-api/api-server.js';
 import { createLogger } from '../src/shared/logger.js';
-import { startStack, startUpstream } from '../test/support/stack.js';
+import { startFakeKubeApi } from '../test/support/fake-kube-api.js';
+import { startStack } from '../test/support/stack.js';
 import { numberFlag } from './lib/sequential-gets.js';
 
 const DURATION_S = numberFlag('duration', 120);
@@ -36,27 +37,30 @@ function sample(label: string, sessions: number): Sample {
 }
 
 async function main(): Promise<void> {
-  const upstream = await startUpstream((req, res) => {
-    const url = new URL(req.url!, 'https://x');
-    if (url.pathname === '/watch') {
-      res.writeHead(200);
-      const t = setInterval(() => res.write('{"type":"MODIFIED"}\n'), 50);
-      res.on('close', () => clearInterval(t));
-      return;
-    }
-    if (url.pathname === '/big') {
-      res.writeHead(200);
-      const block = Buffer.alloc(64 * 1024, 1);
-      const pump = () => {
-        while (!res.destroyed && res.write(block));
-      };
-      res.on('drain', pump);
-      pump();
-      return;
-    }
-    let n = 0;
-    req.on('data', (c: Buffer) => (n += c.length));
-    req.on('end', () => res.end(`got ${n}`));
+  const upstream = await startFakeKubeApi({
+    handler: (req, res) => {
+      const url = new URL(req.url!, 'https://x');
+      if (url.pathname === '/watch') {
+        res.writeHead(200);
+        const t = setInterval(() => res.write('{"type":"MODIFIED"}\n'), 50);
+        res.on('close', () => clearInterval(t));
+        return;
+      }
+      if (url.pathname === '/big') {
+        res.writeHead(200);
+        const block = Buffer.alloc(64 * 1024, 1);
+        const pump = () => {
+          while (!res.destroyed && res.write(block));
+        };
+        res.on('drain', pump);
+        pump();
+        return;
+      }
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => res.end(`got ${n}`));
+    },
+    record: false,
   });
   const dir = mkdtempSync(join(tmpdir(), 'soak-'));
   const tokens = Array.from({ length: AGENTS }, (_, i) => `glagent-soak-${i}-${randomBytes(8).toString('hex')}`);

@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startBalancer } from '../test/support/balancer.js';
 import { startRedis, type TestRedis } from '../test/support/redis.js';
-import { startUpstream, testCertificate, type Upstream } from '../test/support/stack.js';
+import { testCertificate } from '../test/support/certificate.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../test/support/fake-kube-api.js';
+import {  } from '../test/support/stack.js';
 import { listenerAddress, startProcess, type ManagedProcess } from './support/processes.js';
 import { waitFor } from '../test/support/wait.js';
 
@@ -56,7 +58,7 @@ const waitLong = (cond: () => Promise<boolean>, what: string) => waitFor(cond, w
 describe('a kas replica killed with SIGKILL', () => {
   let dir: string;
   let redis: TestRedis;
-  let upstream: Upstream;
+  let upstream: FakeKubeApi;
   const replicas: Replica[] = [];
   let agentk: ManagedProcess | null = null;
   let balancer: { address: string; close(): Promise<void> } | null = null;
@@ -78,7 +80,7 @@ describe('a kas replica killed with SIGKILL', () => {
       return p;
     };
     redis = await startRedis();
-    upstream = await startUpstream((req, res) => res.end(`served ${req.url}`));
+    upstream = await startFakeKubeApi({ handler: (req, res) => res.end(`served ${req.url}`) });
     const cert = await testCertificate();
     const prefix = `crash-${process.pid}`;
     const config = {
@@ -110,7 +112,7 @@ describe('a kas replica killed with SIGKILL', () => {
       JSON.stringify({
         apiVersion: 'v1',
         kind: 'Config',
-        clusters: [{ name: 'c', cluster: { server: upstream.url, 'certificate-authority-data': Buffer.from(upstream.ca!).toString('base64') } }],
+        clusters: [{ name: 'c', cluster: { server: upstream.url, 'certificate-authority-data': Buffer.from(upstream.caPem).toString('base64') } }],
         users: [{ name: 'u', user: { token: upstream.token } }],
         contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
         'current-context': 'x',

@@ -5,15 +5,16 @@
  */
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TunnelError } from '../protocol/errors.js';
 import type { Agentk } from './app.js';
 import { loadApiServerConfig } from './kubernetes-api/api-server.js';
 import { httpGet, startTestAgent, type LogSink } from './testing/agent-fixture.js';
-import { FakeApiServer, writeKubeconfig } from './testing/fake-api-server.js';
-import { FakeKas, readAll } from './testing/fake-kas.js';
+import { FakeKas } from './testing/fake-kas.js';
+import { startFakeKubeApi, writeKubeconfig, type FakeKubeApi } from '../../test/support/fake-kube-api.js';
+import { freePort } from '../../test/support/ports.js';
+import { readAll } from '../../test/support/streams.js';
 
 /** Bounds a hang; the waits inside the tests fail sooner, with a message of their own. */
 const TEST_TIMEOUT_MS = 15_000;
@@ -21,14 +22,14 @@ const TEST_TIMEOUT_MS = 15_000;
 const TOKEN = 'right-token-5d2e';
 
 let dir: string;
-let api: FakeApiServer;
+let api: FakeKubeApi;
 let kas: FakeKas | null = null;
 let agent: Agentk | null = null;
 let logs: LogSink;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'agentk-connections-'));
-  api = await FakeApiServer.start();
+  api = await startFakeKubeApi({ tls: false, token: 'sa-token' });
 });
 
 afterAll(async () => {
@@ -49,7 +50,7 @@ async function start(options: { connections: number; token?: string; kubeconfig?
     kasAddress: kas.url,
     token: options.token ?? TOKEN,
     kasConnections: options.connections,
-    apiServer: loadApiServerConfig({ kubeconfig: options.kubeconfig ?? api.writeKubeconfig(dir, 'sa-token'), context: 'fake' }),
+    apiServer: loadApiServerConfig({ kubeconfig: options.kubeconfig ?? api.writeKubeconfig(dir), context: 'fake' }),
   }));
 }
 
@@ -118,12 +119,3 @@ test('an API server that is down: the request gets a 502 Status', async () => {
   expect(status).toMatchObject({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', reason: 'ServiceUnavailable', code: 502 });
   expect(status.message).toMatch(/ECONNREFUSED/);
 }, TEST_TIMEOUT_MS);
-
-/** A port that was free a moment ago (bound, then released). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}

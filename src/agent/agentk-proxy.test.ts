@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import type { HttpRequestHead } from '../protocol/http.js';
 import { encodeRequestHead } from '../protocol/http.js';
 import type { Session } from '../protocol/session.js';
-import type { TunnelError } from '../protocol/errors.js';
-import type { TunnelStream } from '../protocol/stream.js';
 import { generateSelfSignedCertificate, type CertificatePair } from '../shared/tls-cert.js';
 import type { Agentk } from './app.js';
 import { loadApiServerConfig } from './kubernetes-api/api-server.js';
 import { httpGet, startTestAgent, type LogSink } from './testing/agent-fixture.js';
-import { FAKE_KUBERNETES_VERSION, FakeApiServer, rawHeaderValues } from './testing/fake-api-server.js';
-import { FakeKas, headerValues, readAll } from './testing/fake-kas.js';
+import { FakeKas } from './testing/fake-kas.js';
+import { FAKE_KUBERNETES_VERSION, startFakeKubeApi, type FakeKubeApi } from '../../test/support/fake-kube-api.js';
+import { headerValues, rawHeaderValues } from '../../test/support/headers.js';
+import { collectText, errorOf, readAll } from '../../test/support/streams.js';
 
 /** Bounds a hang; the waits inside the tests fail sooner, with a message of their own. */
 const TEST_TIMEOUT_MS = 15_000;
@@ -30,7 +30,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 let cert: CertificatePair;
 let dir: string;
 let kas: FakeKas;
-let api: FakeApiServer;
+let api: FakeKubeApi;
 let agent: Agentk;
 let logs: LogSink;
 let session: Session;
@@ -39,8 +39,8 @@ beforeAll(async () => {
   cert = await generateSelfSignedCertificate();
   dir = mkdtempSync(join(tmpdir(), 'agentk-proxy-'));
   kas = await FakeKas.start({ token: KAS_TOKEN, tls: cert, path: '/agent' });
-  api = await FakeApiServer.start({ tls: cert, prefix: '/k8s' });
-  const kubeconfig = api.writeKubeconfig(dir, SA_TOKEN, cert.cert);
+  api = await startFakeKubeApi({ tls: cert, prefix: '/k8s', token: SA_TOKEN });
+  const kubeconfig = api.writeKubeconfig(dir);
   ({ agent, logs } = await startTestAgent({
     kasAddress: kas.url,
     token: KAS_TOKEN,
@@ -65,33 +65,6 @@ function get(path: string, headers: Array<[string, string]> = [], impersonate: H
   return { method: 'GET', path, headers, impersonate };
 }
 
-function errorOf(stream: TunnelStream): Promise<TunnelError> {
-  return new Promise((resolve, reject) => {
-    stream.once('error', (err) => resolve(err as TunnelError));
-    stream.once('close', () => setImmediate(() => reject(new Error(`stream ${stream.id} closed without an error`))));
-  });
-}
-
-/** Collects a stream's data; `until` resolves once the collected text includes a string. */
-function collector(stream: TunnelStream) {
-  let text = '';
-  const waiters: Array<{ want: string; resolve: () => void }> = [];
-  stream.on('data', (d: Buffer) => {
-    text += d.toString();
-    for (const w of waiters.splice(0)) if (text.includes(w.want)) w.resolve();
-    else waiters.push(w);
-  });
-  return {
-    get text() {
-      return text;
-    },
-    until(want: string): Promise<void> {
-      if (text.includes(want)) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ want, resolve }));
-    },
-  };
-}
-
 test('the handshake tells kas who the agent is; the upgrade request carries the token and extra headers', () => {
   const first = kas.accepted[0]!;
   expect(first.headers.authorization).toBe(`Bearer ${KAS_TOKEN}`);
@@ -108,11 +81,11 @@ test('the handshake tells kas who the agent is; the upgrade request carries the 
 }, TEST_TIMEOUT_MS);
 
 test('a GET reaches the API server under its base path with the agent\'s token, not the client\'s', async () => {
-  const before = api.seen.length;
+  const before = api.requests.length;
   const answer = await kas.request(get('/echo?watch=false', [['Authorization', 'Bearer client-secret'], ['Accept', 'application/json'], ['Host', 'kas.example.com']]));
   expect(answer.status).toBe(200);
   expect(headerValues(answer.headers, 'X-Multi')).toEqual(['one', 'two']);
-  const seen = api.seen.slice(before);
+  const seen = api.requests.slice(before);
   expect(seen).toHaveLength(1);
   expect(seen[0]!.url).toBe('/k8s/echo?watch=false');
   expect(rawHeaderValues(seen[0]!.rawHeaders, 'authorization')).toEqual([`Bearer ${SA_TOKEN}`]);
@@ -132,7 +105,7 @@ test('a POST with a 5 MB body arrives byte-exact, and the 5 MB answer comes back
   expect(stream.peerHead?.status).toBe(200);
   expect(echoed.length).toBe(body.length);
   expect(sha(echoed)).toBe(sha(body));
-  const seen = api.seenAt('/echo').at(-1)!;
+  const seen = api.requestsAt('/echo').at(-1)!;
   expect(seen.method).toBe('POST');
   expect(seen.bodySha256).toBe(sha(body));
 }, TEST_TIMEOUT_MS);
@@ -155,7 +128,7 @@ test('a GET with a body of unknown length (OPEN not final) reaches the API serve
   const echoed = await answer;
   expect(stream.peerHead?.status).toBe(200);
   expect(echoed.toString()).toBe(body.toString());
-  const seen = api.seenAt('/echo').at(-1)!;
+  const seen = api.requestsAt('/echo').at(-1)!;
   expect(seen.method).toBe('GET');
   expect(seen.bodySha256).toBe(sha(body));
   expect(rawHeaderValues(seen.rawHeaders, 'transfer-encoding')).toEqual(['chunked']);
@@ -166,13 +139,13 @@ test('a GET whose body came whole in the OPEN frame reaches the API server with 
   const answer = await kas.request({ method: 'GET', path: '/echo', headers: [], impersonate: null }, body);
   expect(answer.status).toBe(200);
   expect(answer.body.toString()).toBe(body.toString());
-  expect(api.seenAt('/echo').at(-1)!.bodySha256).toBe(sha(body));
+  expect(api.requestsAt('/echo').at(-1)!.bodySha256).toBe(sha(body));
 }, TEST_TIMEOUT_MS);
 
 test('a request whose OPEN ended the stream reaches the API server without a body, whatever its method', async () => {
   const answer = await kas.request({ method: 'POST', path: '/echo', headers: [['Content-Length', '0']], impersonate: null });
   expect(answer.status).toBe(200);
-  const seen = api.seenAt('/echo').at(-1)!;
+  const seen = api.requestsAt('/echo').at(-1)!;
   expect(seen.method).toBe('POST');
   expect(seen.bodyLength).toBe(0);
   expect(rawHeaderValues(seen.rawHeaders, 'content-length')).toEqual(['0']);
@@ -180,7 +153,7 @@ test('a request whose OPEN ended the stream reaches the API server without a bod
 }, TEST_TIMEOUT_MS);
 
 test('impersonation from kas becomes Impersonate-* headers exactly: user, uid, one per group, escaped extra keys', async () => {
-  const before = api.seen.length;
+  const before = api.requests.length;
   const answer = await kas.request(
     get('/echo', [['Accept', 'application/json']], {
       username: 'gitlab:user:jane',
@@ -190,7 +163,7 @@ test('impersonation from kas becomes Impersonate-* headers exactly: user, uid, o
     }),
   );
   expect(answer.status).toBe(200);
-  const raw = api.seen.slice(before)[0]!.rawHeaders;
+  const raw = api.requests.slice(before)[0]!.rawHeaders;
   const impersonation: string[][] = [];
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase().startsWith('impersonate-')) impersonation.push([raw[i]!, raw[i + 1]!]);
   expect(impersonation).toEqual([
@@ -205,23 +178,23 @@ test('impersonation from kas becomes Impersonate-* headers exactly: user, uid, o
 }, TEST_TIMEOUT_MS);
 
 test('client Impersonate-* headers together with kas impersonation are refused with a 403 Status and reach nothing', async () => {
-  const before = api.seen.length;
+  const before = api.requests.length;
   const answer = await kas.request(get('/echo', [['Impersonate-User', 'system:admin']], { username: 'jane' }));
   expect(answer.status).toBe(403);
   expect(JSON.parse(answer.body.toString())).toMatchObject({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Forbidden', code: 403 });
   expect(JSON.parse(answer.body.toString()).message).toContain('nested impersonation is not allowed');
-  expect(api.seen.length).toBe(before);
+  expect(api.requests.length).toBe(before);
 }, TEST_TIMEOUT_MS);
 
 test('client Impersonate-* headers without kas impersonation pass through (the API server checks the agent\'s RBAC)', async () => {
-  const before = api.seen.length;
+  const before = api.requests.length;
   await kas.request(get('/echo', [['Impersonate-User', 'someone']]));
-  expect(rawHeaderValues(api.seen.slice(before)[0]!.rawHeaders, 'impersonate-user')).toEqual(['someone']);
+  expect(rawHeaderValues(api.requests.slice(before)[0]!.rawHeaders, 'impersonate-user')).toEqual(['someone']);
 }, TEST_TIMEOUT_MS);
 
 test('a streamed (watch) response arrives chunk by chunk, before the API server ends it', async () => {
   const stream = kas.open(session, get('/stream?watch=true'), { end: true });
-  const got = collector(stream);
+  const got = collectText(stream);
   await got.until('{"type":"ADDED"}\n');
   expect(stream.readableEnded).toBe(false);
   api.release('stream');
@@ -231,7 +204,7 @@ test('a streamed (watch) response arrives chunk by chunk, before the API server 
 
 test('resetting the tunnel stream aborts the upstream request at once', async () => {
   const stream = kas.open(session, get('/hang'), { end: true });
-  const got = collector(stream);
+  const got = collectText(stream);
   await got.until('partial');
   stream.reset('CANCELLED', 'the kubectl user pressed ctrl-c');
   await api.hangAborted;
@@ -246,14 +219,14 @@ test('an API server that fails after the response head: the stream is reset with
 }, TEST_TIMEOUT_MS);
 
 test('an upgrade (SPDY exec) carries raw bytes both ways; the client ends first, the API server answers and ends', async () => {
-  const before = api.seen.length;
+  const before = api.requests.length;
   const stream = kas.open(session, get('/exec/client-first?command=sh', [['Connection', 'Upgrade'], ['Upgrade', 'SPDY/3.1'], ['X-Stream-Protocol-Version', 'v4.channel.k8s.io'], ['Authorization', 'Bearer client-secret']]));
-  const got = collector(stream);
+  const got = collectText(stream);
   await once(stream, 'reply');
   expect(stream.peerHead?.status).toBe(101);
   expect(headerValues(stream.peerHead!.headers as Array<[string, string]>, 'upgrade')).toEqual(['SPDY/3.1']);
   expect(headerValues(stream.peerHead!.headers as Array<[string, string]>, 'connection')).toEqual(['Upgrade']);
-  const raw = api.seen.slice(before)[0]!.rawHeaders;
+  const raw = api.requests.slice(before)[0]!.rawHeaders;
   expect(rawHeaderValues(raw, 'upgrade')).toEqual(['SPDY/3.1']);
   expect(rawHeaderValues(raw, 'connection')).toEqual(['Upgrade']);
   expect(rawHeaderValues(raw, 'authorization')).toEqual([`Bearer ${SA_TOKEN}`]);
@@ -268,7 +241,7 @@ test('an upgrade (SPDY exec) carries raw bytes both ways; the client ends first,
 
 test('an upgrade (WebSocket exec) where the API server ends first: the client may still send, then end', async () => {
   const stream = kas.open(session, get('/exec/server-first', [['Connection', 'Upgrade'], ['Upgrade', 'websocket'], ['Sec-WebSocket-Protocol', 'v5.channel.k8s.io']]));
-  const got = collector(stream);
+  const got = collectText(stream);
   await once(stream, 'end');
   expect(stream.peerHead?.status).toBe(101);
   expect(got.text).toBe('hello-and-goodbye');
@@ -285,13 +258,13 @@ test('an upgrade the API server answers with a normal response is relayed like a
 test.each([['//evil.example/x'], ['http://evil/'], ['https://evil.example/api'], ['/api/v1/../../../etc'], ['/api/%2e%2e/x'], ['evil']])(
   'the path %s is refused with a 400 Status and reaches nothing',
   async (path) => {
-    const before = api.seen.length;
+    const before = api.requests.length;
     const stream = session.openStream(encodeRequestHead({ method: 'GET', path, headers: [], impersonate: null }), { end: true });
     const [reply] = (await once(stream, 'reply')) as [{ status: number }];
     const body = await readAll(stream);
     expect(reply.status).toBe(400);
     expect(JSON.parse(body.toString())).toMatchObject({ kind: 'Status', status: 'Failure', reason: 'BadRequest', code: 400 });
-    expect(api.seen.length).toBe(before);
+    expect(api.requests.length).toBe(before);
   },
   TEST_TIMEOUT_MS,
 );

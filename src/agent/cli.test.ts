@@ -9,8 +9,8 @@ import { PassThrough } from 'node:stream';
 import type { Agentk } from './app.js';
 import { EXIT_BAD_CONFIGURATION, EXIT_OK, runAgentk } from './cli.js';
 import { LogSink } from './testing/agent-fixture.js';
-import { FakeApiServer } from './testing/fake-api-server.js';
 import { FakeKas } from './testing/fake-kas.js';
+import { startFakeKubeApi } from '../../test/support/fake-kube-api.js';
 
 function io() {
   const stdout = new PassThrough();
@@ -67,11 +67,11 @@ test('outside a cluster without --kubeconfig agentk exits 2 naming --kubeconfig'
 
 test('a whole run: flags, token file, kubeconfig; connects with the pod metadata; SIGTERM drains and exits 0', async () => {
   const kas = await FakeKas.start({ token: 'file-token' });
-  const api = await FakeApiServer.start();
+  const api = await startFakeKubeApi({ tls: false, token: 'sa' });
   try {
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, 'file-token\n');
-    const kubeconfig = api.writeKubeconfig(dir, 'sa');
+    const kubeconfig = api.writeKubeconfig(dir);
     let shutdown: (signal: string) => void = () => {};
     let agent: Agentk | null = null;
     const logs = new LogSink();

@@ -12,7 +12,7 @@ import { DEFAULT_LIMITS, type SessionLimits } from './limits.js';
 import { createMemoryTransportPair } from './memory-transport.js';
 import { PROTOCOL_VERSION, Session, type SessionOptions, type SessionRole } from './session.js';
 import type { TunnelStream } from './stream.js';
-import { readAll } from './testing/session-suite.js';
+import { readAll } from '../../test/support/streams.js';
 import { RecordingTransport } from './testing/recording-transport.js';
 import type { MessageTransport } from './transport.js';
 

@@ -8,7 +8,8 @@ import { encodeFrame, FrameKind, type Frame } from './frames.js';
 import { createMemoryTransportPair } from './memory-transport.js';
 import { Session, type SessionOptions } from './session.js';
 import type { TunnelStream } from './stream.js';
-import { readAll, waitFor } from './testing/session-suite.js';
+import { readAll } from '../../test/support/streams.js';
+import { waitFor } from '../../test/support/wait.js';
 import { RecordingTransport } from './testing/recording-transport.js';
 import { entryOf } from './testing/stream-internals.js';
 

@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import type { Agentk } from '../../src/agent/app.js';
 import type { AgentConfigurationServer } from '../../src/broker/agent-configuration/agent-configuration.js';
 import { AGENT_CONFIGURATION } from '../../src/broker/agent-configuration/module.js';
-import { waitFor } from '../../src/protocol/testing/session-suite.js';
+import { waitFor } from '../support/wait.js';
 import { createLogger, type Logger } from '../../src/shared/logger.js';
 import { startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
-import { bodyOf, LogCapture, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { readAll } from '../support/streams.js';
+import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
 
 /** A metric of kas by name, as the registry holds it (every module registers its own there). */
 async function metricOf(stack: Stack, name: string) {
@@ -23,7 +25,7 @@ async function metricOf(stack: Stack, name: string) {
 }
 
 describe('agent configuration from standalone.config_dir', () => {
-  let upstream: Upstream;
+  let upstream: FakeKubeApi;
   let stack: Stack;
   let configs: AgentConfigurationServer;
   let agentLogger: Logger;
@@ -35,9 +37,11 @@ describe('agent configuration from standalone.config_dir', () => {
   const levelLines = (logs: LogCapture, msg: string) => logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.msg === msg);
 
   beforeAll(async () => {
-    upstream = await startUpstream((_req, res) => {
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"kind":"APIVersions"}');
+    upstream = await startFakeKubeApi({
+      handler: (_req, res) => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"kind":"APIVersions"}');
+      },
     });
     configDir = mkdtempSync(join(tmpdir(), 'kas-agent-configs-'));
     mkdirSync(join(configDir, 'agent-one'), { recursive: true });
@@ -63,7 +67,7 @@ describe('agent configuration from standalone.config_dir', () => {
   async function request(): Promise<void> {
     const res = await proxyRequest(stack, 'GET', '/api');
     expect(res.statusCode).toBe(200);
-    await bodyOf(res);
+    await readAll(res);
   }
 
   test('the connected agent gets the configuration and logs at debug from then on', async () => {
@@ -134,7 +138,7 @@ describe('agent configuration from GitLab', () => {
   const PROJECT = 42;
   const FILE = '.gitlab/agents/prod/config.yaml';
   let gl: FakeGitLab;
-  let upstream: Upstream;
+  let upstream: FakeKubeApi;
   let stack: Stack;
   let configs: AgentConfigurationServer;
   let agentLogger: Logger;
@@ -146,7 +150,7 @@ describe('agent configuration from GitLab', () => {
     gl.setFile(PROJECT, 'production', FILE, 'observability:\n  logging:\n    level: debug\nci_access:\n  projects:\n    - id: acme/app\n      access_as: {ci_job: {}}\n');
     // The same path on another branch must not be read.
     gl.setFile(PROJECT, 'main', FILE, 'observability:\n  logging:\n    level: error\n');
-    upstream = await startUpstream((_req, res) => res.end('ok'));
+    upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('ok') });
     stack = await startStack({
       upstream,
       startAgent: false,

@@ -5,7 +5,10 @@
 import http from 'node:http';
 import { WebSocket } from 'ws';
 import { gitlabToKasAttackJwts, gitlabToKasJwt, startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
-import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { rawHeaderValues } from '../support/headers.js';
+import { readAll } from '../support/streams.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { waitFor } from '../support/wait.js';
 
 const AGENT_TOKEN = 'glagent-prod-token-0123456789abcdefghij';
@@ -16,16 +19,10 @@ interface Seen {
   raw: string[];
 }
 
-function values(raw: readonly string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name.toLowerCase()) out.push(raw[i + 1]!);
-  return out;
-}
-
 
 describe('kas in GitLab mode', () => {
   let gl: FakeGitLab;
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   let stack: Stack;
   const seen: Seen[] = [];
 
@@ -57,10 +54,12 @@ describe('kas in GitLab mode', () => {
       user: { id: 101, username: 'bob', roles_in_project: [] },
       allowedAgents: [{ id: 1, configProjectId: PROJECT, configuration: { access_as: { impersonate: { username: 'deployer', groups: ['deployers'], extra: [{ key: 'team', val: ['a', 'b'] }] } } } }],
     });
-    upstream = await startUpstream((req, res) => {
-      seen.push({ url: req.url!, raw: req.rawHeaders });
-      req.resume();
-      req.on('end', () => res.end('ok'));
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        seen.push({ url: req.url!, raw: req.rawHeaders });
+        req.resume();
+        req.on('end', () => res.end('ok'));
+      },
     });
     stack = await startStack({
       upstream,
@@ -106,8 +105,8 @@ describe('kas in GitLab mode', () => {
 
   test('personal access token, access_as agent: no impersonation, the agent credentials reach the API server', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob' });
-    expect((await bodyOf(res)).toString()).toBe('ok');
-    expect(values(seen[0]!.raw, 'authorization')).toEqual([`Bearer ${upstream.token}`]);
+    expect((await readAll(res)).toString()).toBe('ok');
+    expect(rawHeaderValues(seen[0]!.raw, 'authorization')).toEqual([`Bearer ${upstream.token}`]);
     expect(seen[0]!.raw.filter((h, i) => i % 2 === 0 && h.toLowerCase().startsWith('impersonate-'))).toEqual([]);
     const call = gl.callsTo('/internal/kubernetes/authorize_proxy_user').at(-1)!;
     expect(call.jwtOk).toBe(true);
@@ -116,26 +115,26 @@ describe('kas in GitLab mode', () => {
 
   test('personal access token, access_as user: impersonates the GitLab user with project and group roles', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-alice' });
-    await bodyOf(res);
+    await readAll(res);
     const raw = seen[0]!.raw;
-    expect(values(raw, 'impersonate-user')).toEqual(['gitlab:user:alice']);
-    expect(values(raw, 'impersonate-group')).toEqual(['gitlab:user', `gitlab:project_role:${PROJECT}:developer`, 'gitlab:group_role:7:maintainer']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fid')).toEqual(['1']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fusername')).toEqual(['alice']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2faccess_type')).toEqual(['personal_access_token']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fconfig_project_id')).toEqual([String(PROJECT)]);
+    expect(rawHeaderValues(raw, 'impersonate-user')).toEqual(['gitlab:user:alice']);
+    expect(rawHeaderValues(raw, 'impersonate-group')).toEqual(['gitlab:user', `gitlab:project_role:${PROJECT}:developer`, 'gitlab:group_role:7:maintainer']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fid')).toEqual(['1']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fusername')).toEqual(['alice']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2faccess_type')).toEqual(['personal_access_token']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fconfig_project_id')).toEqual([String(PROJECT)]);
   });
 
   test('a GitLab session cookie with agent id and CSRF token, as headers or as query parameters', async () => {
     const viaHeaders = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: null, headers: { cookie: '_gitlab_kas=cookie-alice', 'gitlab-agent-id': '1', 'x-csrf-token': 'csrf-alice' } });
     expect(viaHeaders.statusCode).toBe(200);
-    await bodyOf(viaHeaders);
+    await readAll(viaHeaders);
     const viaQuery = await proxyRequest(stack, 'GET', '/api/v1/pods?gitlab-agent-id=1&gitlab-csrf-token=csrf-alice&limit=5', { auth: null, headers: { cookie: 'other=1; _gitlab_kas=cookie-alice' } });
     expect(viaQuery.statusCode).toBe(200);
-    await bodyOf(viaQuery);
+    await readAll(viaQuery);
     expect(seen.map((s) => s.url)).toEqual(['/api/v1/pods', '/api/v1/pods?limit=5']);
-    expect(values(seen[1]!.raw, 'cookie')).toEqual([]);
-    expect(values(seen[0]!.raw, 'impersonate-extra-agent.gitlab.com%2faccess_type')).toEqual(['session_cookie']);
+    expect(rawHeaderValues(seen[1]!.raw, 'cookie')).toEqual([]);
+    expect(rawHeaderValues(seen[0]!.raw, 'impersonate-extra-agent.gitlab.com%2faccess_type')).toEqual(['session_cookie']);
     const wrongCsrf = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: null, headers: { cookie: '_gitlab_kas=cookie-alice', 'gitlab-agent-id': '1', 'x-csrf-token': 'forged' } });
     expect(wrongCsrf.statusCode).toBe(401);
     expect(wrongCsrf.headers['gitlab-unauthorized']).toBe('true');
@@ -143,10 +142,10 @@ describe('kas in GitLab mode', () => {
 
   test('a CI job token with access_as ci_job impersonates the job with its groups, environment and extras', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer ci:1:job-token-ci-job' });
-    await bodyOf(res);
+    await readAll(res);
     const raw = seen[0]!.raw;
-    expect(values(raw, 'impersonate-user')).toEqual(['gitlab:ci_job:555']);
-    expect(values(raw, 'impersonate-group')).toEqual([
+    expect(rawHeaderValues(raw, 'impersonate-user')).toEqual(['gitlab:ci_job:555']);
+    expect(rawHeaderValues(raw, 'impersonate-group')).toEqual([
       'gitlab:ci_job',
       'gitlab:group:7',
       'gitlab:group:8',
@@ -156,22 +155,22 @@ describe('kas in GitLab mode', () => {
       'gitlab:group_env_tier:7:production',
       'gitlab:group_env_tier:8:production',
     ]);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fci_job_id')).toEqual(['555']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fci_pipeline_id')).toEqual(['66']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fproject_id')).toEqual(['43']);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fconfig_project_id')).toEqual([String(PROJECT)]);
-    expect(values(raw, 'impersonate-extra-agent.gitlab.com%2fusername')).toEqual(['alice']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fci_job_id')).toEqual(['555']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fci_pipeline_id')).toEqual(['66']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fproject_id')).toEqual(['43']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fconfig_project_id')).toEqual([String(PROJECT)]);
+    expect(rawHeaderValues(raw, 'impersonate-extra-agent.gitlab.com%2fusername')).toEqual(['alice']);
     const call = gl.callsTo('/job/allowed_agents').at(-1)!;
     expect(call.headers['job-token']).toBe('job-token-ci-job');
   });
 
   test('a CI job token with access_as impersonate acts as exactly that identity', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer ci:1:job-token-impersonate' });
-    await bodyOf(res);
+    await readAll(res);
     const raw = seen[0]!.raw;
-    expect(values(raw, 'impersonate-user')).toEqual(['deployer']);
-    expect(values(raw, 'impersonate-group')).toEqual(['deployers']);
-    expect(values(raw, 'impersonate-extra-team')).toEqual(['a', 'b']);
+    expect(rawHeaderValues(raw, 'impersonate-user')).toEqual(['deployer']);
+    expect(rawHeaderValues(raw, 'impersonate-group')).toEqual(['deployers']);
+    expect(rawHeaderValues(raw, 'impersonate-extra-team')).toEqual(['a', 'b']);
   });
 
   test('a CI job not allowed to use the agent gets 403; a client Impersonate header under an impersonating credential gets 403', async () => {
@@ -185,7 +184,7 @@ describe('kas in GitLab mode', () => {
   test('every refusal from GitLab becomes the same 401 with Gitlab-Unauthorized: true, and the agent is never contacted', async () => {
     for (const auth of ['Bearer pat:1:glpat-unknown', 'Bearer pat:999:glpat-alice', 'Bearer ci:1:job-token-unknown', 'Bearer pat:1:', 'Bearer not-a-credential']) {
       const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth });
-      const body = JSON.parse((await bodyOf(res)).toString()) as { kind: string; code: number };
+      const body = JSON.parse((await readAll(res)).toString()) as { kind: string; code: number };
       expect([auth, res.statusCode]).toEqual([auth, 401]);
       expect(res.headers['gitlab-unauthorized']).toBe('true');
       expect(body).toMatchObject({ kind: 'Status', code: 401 });
@@ -206,13 +205,13 @@ describe('kas in GitLab mode', () => {
     expect(failed.statusCode).toBe(503);
     const ok = await proxyRequest(stack, 'GET', '/api/v1/x', { auth: 'Bearer pat:1:glpat-carol' });
     expect(ok.statusCode).toBe(200);
-    await bodyOf(ok);
+    await readAll(ok);
   });
 
   test('GitLab itself may call the proxy with a JWT it signed (aud gitlab-kas); forged ones are refused', async () => {
     const good = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: `Bearer ${gitlabToKasJwt(gl.secret)}`, headers: { 'gitlab-agent-id': '1' } });
     expect(good.statusCode).toBe(200);
-    await bodyOf(good);
+    await readAll(good);
     for (const [name, jwt] of Object.entries(gitlabToKasAttackJwts(gl.secret))) {
       const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: `Bearer ${jwt}`, headers: { 'gitlab-agent-id': '1' } });
       expect([name, res.statusCode]).toEqual([name, 401]);
@@ -230,7 +229,7 @@ describe('kas in GitLab mode', () => {
     expect(other.statusCode).toBe(403);
     const same = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob', headers: { origin } });
     expect(same.headers['access-control-allow-origin']).toBe(origin);
-    await bodyOf(same);
+    await readAll(same);
   });
 
   describe('the API for GitLab', () => {
@@ -245,7 +244,7 @@ describe('kas in GitLab mode', () => {
           headers['content-length'] = String(payload.length);
         }
         const req = http.request(`http://${stack.kas.addresses.api}${path}`, { method: init.method ?? 'GET', headers, agent: false }, (res) => {
-          bodyOf(res).then((b) => resolve({ status: res.statusCode ?? 0, body: b.length ? (JSON.parse(b.toString()) as unknown) : null }), reject);
+          readAll(res).then((b) => resolve({ status: res.statusCode ?? 0, body: b.length ? (JSON.parse(b.toString()) as unknown) : null }), reject);
         });
         req.on('error', reject);
         req.end(payload);
@@ -292,7 +291,7 @@ describe('kas in GitLab mode', () => {
     type Usage = { counters: Record<string, number>; unique_counters: Record<string, number[]> };
     const sentSince = (n: number) => (gl.usageMetrics.slice(n) as Usage[]).filter((u) => (u.counters.k8s_api_proxy_requests_via_pat_access ?? 0) > 0);
     const before = gl.usageMetrics.length;
-    await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob' }).then(bodyOf);
+    await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob' }).then(readAll);
     await waitFor(() => sentSince(before).length > 0, 'a usage_metrics call that counts the request');
     const sent = sentSince(before)[0]!;
     expect(sent.counters.k8s_api_proxy_request).toBeGreaterThan(0);
@@ -306,7 +305,7 @@ describe('agent token revocation in GitLab mode', () => {
     const gl = await startFakeGitLab();
     gl.addProject({ id: PROJECT, fullPath: 'acme/clusters' });
     gl.addAgent({ id: 1, name: 'prod', projectId: PROJECT, token: AGENT_TOKEN });
-    const upstream = await startUpstream((_req, res) => res.end('ok'));
+    const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('ok') });
     const stack = await startStack({
       upstream,
       gitlab: { url: gl.url, caPem: gl.caPem, secretFileContent: gl.secretFileContent, repositoryToken: gl.repositoryToken, agentToken: AGENT_TOKEN },
@@ -333,10 +332,10 @@ describe('agent token revocation in GitLab mode', () => {
     gl.addAgent({ id: 1, name: 'prod', projectId: PROJECT, token: AGENT_TOKEN });
     gl.addUser({ id: 101, username: 'bob', pat: ['glpat-bob'] });
     gl.setUserAccess(1, 101, { access_as: { agent: {} }, configProjectId: PROJECT });
-    const upstream = await startUpstream((_req, res) => res.end('ok'));
+    const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('ok') });
     const stack = await startStack({ upstream, gitlab: { url: gl.url, caPem: gl.caPem, secretFileContent: gl.secretFileContent, repositoryToken: gl.repositoryToken, agentToken: AGENT_TOKEN } });
     try {
-      await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob' }).then(bodyOf);
+      await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: 'Bearer pat:1:glpat-bob' }).then(readAll);
       expect(gl.usageMetrics).toEqual([]);
       await stack.kas.shutdown(1000);
       expect(gl.usageMetrics).toEqual([{ counters: { k8s_api_proxy_request: 1, k8s_api_proxy_requests_via_pat_access: 1 }, unique_counters: { k8s_api_proxy_requests_unique_users_via_pat_access: [101], k8s_api_proxy_requests_unique_agents_via_pat_access: [1] } }]);

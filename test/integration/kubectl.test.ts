@@ -5,6 +5,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { rawHeaderValues } from '../support/headers.js';
 import { Kubectl, assertStdout, assertSucceeded, explain } from '../support/kubectl.js';
 import { startStack, type Stack } from '../support/stack.js';
 
@@ -14,7 +15,7 @@ let k: Kubectl;
 
 beforeAll(async () => {
   api = await startFakeKubeApi({ tls: true });
-  stack = await startStack({ upstream: { url: api.url, ca: api.caPem, token: api.token, close: () => api.close() } });
+  stack = await startStack({ upstream: api });
   k = await Kubectl.create({ server: stack.proxyUrl, caPem: stack.proxyCa, token: `pat:1:${stack.proxyToken}` });
 });
 
@@ -31,7 +32,7 @@ describe('kubectl through kas and agentk', () => {
     const before = api.requests.length;
     assertStdout(await k.run(['get', 'ns']), /^default\s+Active/m);
     assertStdout(await k.run(['get', 'pods']), /^demo\s+1\/1\s+Running/m);
-    const auth = api.requests.slice(before).map((r) => r.headers.find(([n]) => n.toLowerCase() === 'authorization')?.[1]);
+    const auth = api.requests.slice(before).map((r) => rawHeaderValues(r.rawHeaders, 'authorization')[0]);
     expect(new Set(auth)).toEqual(new Set([`Bearer ${api.token}`]));
   });
 

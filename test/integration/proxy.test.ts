@@ -7,7 +7,11 @@ import type http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { rawHeaderValues } from '../support/headers.js';
+import { readAll } from '../support/streams.js';
+import { waitFor } from '../support/wait.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -19,14 +23,8 @@ interface Seen {
   bodyLength: number;
 }
 
-function header(raw: readonly string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name.toLowerCase()) out.push(raw[i + 1]!);
-  return out;
-}
-
 describe('Kubernetes API proxy through kas and agentk', () => {
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   let stack: Stack;
   const seen: Seen[] = [];
   /** Per-test behaviour of the upstream for paths under /custom. */
@@ -34,8 +32,8 @@ describe('Kubernetes API proxy through kas and agentk', () => {
   let upgradeHandler: ((req: http.IncomingMessage, socket: Duplex, head: Buffer) => void) | null = null;
 
   beforeAll(async () => {
-    upstream = await startUpstream(
-      (req, res) => {
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
         if (custom && req.url!.startsWith('/custom')) return custom(req, res);
         const chunks: Buffer[] = [];
         req.on('data', (c: Buffer) => chunks.push(c));
@@ -64,8 +62,8 @@ describe('Kubernetes API proxy through kas and agentk', () => {
           res.end(JSON.stringify({ sha: sha(body), length: body.length }));
         });
       },
-      (req, socket, head) => upgradeHandler?.(req, socket, head),
-    );
+      onUpgrade: (req, socket, head) => upgradeHandler?.(req, socket, head),
+    });
     stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' } } } });
   });
 
@@ -84,7 +82,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     for (const size of [0, 1, 65_537, 1_000_000]) {
       const body = size === 0 ? null : randomBytes(size);
       const res = await proxyRequest(stack, method, '/api/v1/things?x=1', { body, headers: body ? { 'content-type': 'application/octet-stream', 'x-custom': 'kept' } : { 'x-custom': 'kept' } });
-      const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+      const answer = JSON.parse((await readAll(res)).toString()) as { sha: string; length: number };
       expect(res.statusCode).toBe(200);
       expect(answer.length).toBe(size);
       if (body) expect(answer.sha).toBe(sha(body));
@@ -93,7 +91,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     }
     const last = seen.at(-1)!;
     expect(last.url).toBe('/api/v1/things?x=1');
-    expect(header(last.rawHeaders, 'x-custom')).toEqual(['kept']);
+    expect(rawHeaderValues(last.rawHeaders, 'x-custom')).toEqual(['kept']);
   });
 
   test('a GET with a chunked body reaches the upstream with its body', async () => {
@@ -111,7 +109,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
       req.write(body.subarray(0, 1000));
       setTimeout(() => req.end(body.subarray(1000)), 20);
     });
-    const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+    const answer = JSON.parse((await readAll(res)).toString()) as { sha: string; length: number };
     expect(res.statusCode).toBe(200);
     expect(answer).toEqual({ sha: sha(body), length: body.length });
     const last = seen.at(-1)!;
@@ -133,32 +131,32 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     const head = await proxyRequest(stack, 'HEAD', '/custom/thing');
     expect(head.statusCode).toBe(200);
     expect(head.headers['content-length']).toBe('5');
-    expect((await bodyOf(head)).length).toBe(0);
+    expect((await readAll(head)).length).toBe(0);
     for (const status of [204, 304]) {
       const res = await proxyRequest(stack, 'GET', `/custom/thing?status=${status}`);
       expect(res.statusCode).toBe(status);
       expect(res.headers.etag).toBe('"v1"');
-      expect((await bodyOf(res)).length).toBe(0);
+      expect((await readAll(res)).length).toBe(0);
     }
     const small = await proxyRequest(stack, 'GET', '/custom/thing');
     expect(small.statusCode).toBe(200);
     expect(small.headers['content-length']).toBe('5');
-    expect((await bodyOf(small)).toString()).toBe('small');
+    expect((await readAll(small)).toString()).toBe('small');
     // The connection stays usable after each of them (keep-alive framing was right).
     const again = await proxyRequest(stack, 'GET', '/api/v1/after');
     expect(again.statusCode).toBe(200);
-    await bodyOf(again);
+    await readAll(again);
   });
 
   test('a 100 MB upload and a 100 MB download are byte-exact', async () => {
     const up = randomBytes(100 * 1024 * 1024);
     const res = await proxyRequest(stack, 'POST', '/api/v1/upload', { body: up });
-    const answer = JSON.parse((await bodyOf(res)).toString()) as { sha: string; length: number };
+    const answer = JSON.parse((await readAll(res)).toString()) as { sha: string; length: number };
     expect(answer).toEqual({ sha: sha(up), length: up.length });
 
     const size = 100 * 1024 * 1024;
     const down = await proxyRequest(stack, 'GET', `/api/v1/download?size=${size}`);
-    const got = await bodyOf(down);
+    const got = await readAll(down);
     expect(got.length).toBe(size);
     expect(sha(got)).toBe(sha(Buffer.alloc(size, 0x5a)));
   }, 120_000);
@@ -167,12 +165,12 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/namespaces?gitlab-agent-id=1&labelSelector=a', {
       headers: { cookie: '_gitlab_kas=secret', 'x-csrf-token': 'csrf', 'gitlab-agent-id': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'proxy-authorization': 'Basic x' },
     });
-    await bodyOf(res);
+    await readAll(res);
     const s = seen.at(-1)!;
-    expect(header(s.rawHeaders, 'authorization')).toEqual([`Bearer ${upstream.token}`]);
-    for (const h of ['cookie', 'x-csrf-token', 'gitlab-agent-id', 'keep-alive', 'te', 'proxy-authorization']) expect(header(s.rawHeaders, h)).toEqual([]);
+    expect(rawHeaderValues(s.rawHeaders, 'authorization')).toEqual([`Bearer ${upstream.token}`]);
+    for (const h of ['cookie', 'x-csrf-token', 'gitlab-agent-id', 'keep-alive', 'te', 'proxy-authorization']) expect(rawHeaderValues(s.rawHeaders, h)).toEqual([]);
     expect(s.url).toBe('/api/v1/namespaces?labelSelector=a');
-    expect(header(s.rawHeaders, 'via').join()).toContain('gitlab-agent-kas');
+    expect(rawHeaderValues(s.rawHeaders, 'via').join()).toContain('gitlab-agent-kas');
   });
 
   test('a streaming (watch) response arrives chunk by chunk while the upstream is still writing', async () => {
@@ -212,7 +210,8 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     const res = await proxyRequest(stack, 'GET', '/custom/forever');
     await new Promise((r) => res.once('data', r));
     res.destroy();
-    await expect(waitUntil(() => upstreamClosed)).resolves.toBe(true);
+    await waitFor(() => upstreamClosed !== null, 'the upstream request to start');
+    await expect(upstreamClosed).resolves.toBe(true);
   });
 
   test('an upstream that dies mid-response ends the client response with an error, not a hang', async () => {
@@ -222,13 +221,13 @@ describe('Kubernetes API proxy through kas and agentk', () => {
       setTimeout(() => req.socket.destroy(), 20);
     };
     const res = await proxyRequest(stack, 'GET', '/custom/dies');
-    await expect(bodyOf(res)).rejects.toThrow();
+    await expect(readAll(res)).rejects.toThrow();
   });
 
   test('bad credentials get a 401 Status and the agent is never contacted', async () => {
     for (const auth of [null, 'Bearer pat:1:wrong-token', 'Bearer pat:x:y', 'Basic Zm9vOmJhcg==', `Bearer ${stack.agentToken}`]) {
       const res = await proxyRequest(stack, 'GET', '/api/v1/secrets', { auth });
-      const status = JSON.parse((await bodyOf(res)).toString()) as { kind: string; code: number; reason: string; message: string };
+      const status = JSON.parse((await readAll(res)).toString()) as { kind: string; code: number; reason: string; message: string };
       expect(res.statusCode).toBe(401);
       expect(status).toMatchObject({ kind: 'Status', code: 401, reason: 'Unauthorized' });
       expect(res.headers['content-type']).toBe('application/json');
@@ -240,7 +239,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
 
   test('an agent that is not connected gets a 502 Status after the wait', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { agentId: 2 });
-    const status = JSON.parse((await bodyOf(res)).toString()) as { code: number; message: string; kind: string };
+    const status = JSON.parse((await readAll(res)).toString()) as { code: number; message: string; kind: string };
     expect(res.statusCode).toBe(502);
     expect(status.kind).toBe('Status');
     expect(status.message).toContain('agent 2 is not connected');
@@ -265,12 +264,12 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     sock.write(`POST /api/v1/namespaces/default/pods/demo/exec?command=sh HTTP/1.1\r\nHost: kas\r\nAuthorization: ${stack.bearer()}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n`);
     const received: Buffer[] = [];
     sock.on('data', (c: Buffer) => received.push(c));
-    await waitUntil(() => (Buffer.concat(received).toString().includes('\r\n\r\n') ? true : null));
+    await waitFor(() => Buffer.concat(received).toString().includes('\r\n\r\n'), 'the head of the 101 answer');
     const headText = Buffer.concat(received).toString();
     expect(headText).toMatch(/^HTTP\/1.1 101 /);
     expect(headText).toContain('X-Stream-Protocol-Version: v4.channel.k8s.io');
     sock.write('ping-1');
-    await waitUntil(() => (Buffer.concat(received).toString().includes('echo:ping-1') ? true : null));
+    await waitFor(() => Buffer.concat(received).toString().includes('echo:ping-1'), 'the echo of the first message');
     sock.end();
     await new Promise((r) => sock.once('end', r));
     expect(Buffer.concat(received).toString()).toContain('bye after 6 bytes');
@@ -303,7 +302,7 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     const results = await Promise.all(
       Array.from({ length: 200 }, async (_, i) => {
         const res = await proxyRequest(stack, 'GET', `/api/v1/small?size=${1000 + i}`);
-        return (await bodyOf(res)).length;
+        return (await readAll(res)).length;
       }),
     );
     expect(results).toEqual(Array.from({ length: 200 }, (_, i) => 1000 + i));
@@ -321,15 +320,17 @@ describe('Kubernetes API proxy through kas and agentk', () => {
 });
 
 describe('agent connection lifecycle', () => {
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   beforeAll(async () => {
-    upstream = await startUpstream((req, res) => {
-      if (req.url!.startsWith('/hang')) {
-        res.writeHead(200);
-        res.write('started');
-        return;
-      }
-      res.end('ok');
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        if (req.url!.startsWith('/hang')) {
+          res.writeHead(200);
+          res.write('started');
+          return;
+        }
+        res.end('ok');
+      },
     });
   });
   afterAll(async () => upstream.close());
@@ -339,7 +340,7 @@ describe('agent connection lifecycle', () => {
     try {
       const res = await proxyRequest(stack, 'GET', '/hang');
       await new Promise((r) => res.once('data', r));
-      const failed = bodyOf(res);
+      const failed = readAll(res);
       // Kill the agent's sessions abruptly (not a drain): the client must see an error, not a hang.
       for (const c of stack.kas.registry.connections(1)) c.session.close();
       await expect(failed).rejects.toThrow();
@@ -355,7 +356,7 @@ describe('agent connection lifecycle', () => {
       await new Promise((r) => setTimeout(r, 100));
       await stack.startAgent();
       const res = await pending;
-      expect((await bodyOf(res)).toString()).toBe('ok');
+      expect((await readAll(res)).toString()).toBe('ok');
     } finally {
       await stack.close();
     }
@@ -378,15 +379,14 @@ describe('agent connection lifecycle', () => {
     const stack = await startStack({ upstream });
     try {
       let finish: (() => void) | null = null;
-      upstream.server.removeAllListeners('request');
-      upstream.server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      upstream.setHandler((_req, res) => {
         res.writeHead(200);
         res.write('begin;');
         finish = () => res.end('end');
       });
       const res = await proxyRequest(stack, 'GET', '/slow');
-      const body = bodyOf(res);
-      await waitUntil(() => finish);
+      const body = readAll(res);
+      await waitFor(() => finish !== null, 'the upstream to begin its answer');
       const shutdown = stack.kas.shutdown(10_000);
       await new Promise((r) => setTimeout(r, 100));
       finish!();
@@ -398,13 +398,3 @@ describe('agent connection lifecycle', () => {
     }
   });
 });
-
-async function waitUntil<T>(get: () => T | null | undefined, timeoutMs = 10_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = get();
-    if (v !== null && v !== undefined) return v instanceof Promise ? ((await v) as T) : v;
-    if (Date.now() - start > timeoutMs) throw new Error('timed out waiting for a condition');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}

@@ -16,7 +16,9 @@ import { createLogger } from '../../src/shared/logger.js';
 import { gitlabToKasJwt } from '../support/fake-gitlab.js';
 import { startRedis, type TestRedis } from '../support/redis.js';
 import { startBalancer } from '../support/balancer.js';
-import { LogCapture, bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { readAll } from '../support/streams.js';
+import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { waitFor } from '../support/wait.js';
 
 const secret = randomBytes(32);
@@ -24,7 +26,7 @@ const secret = randomBytes(32);
 
 describe('several kas replicas with Redis', () => {
   let redis: TestRedis;
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   let stack: Stack;
   const replicas: KasApp[] = [];
   let upgradeEcho = false;
@@ -42,8 +44,8 @@ describe('several kas replicas with Redis', () => {
 
   beforeAll(async () => {
     redis = await startRedis();
-    upstream = await startUpstream(
-      (req, res) => {
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
         if (req.url!.startsWith('/watch-forever')) {
           res.writeHead(200);
           res.write('{"type":"ADDED"}\n');
@@ -64,13 +66,13 @@ describe('several kas replicas with Redis', () => {
         }
         res.end(`served ${req.url}`);
       },
-      (_req, socket) => {
+      onUpgrade: (_req, socket) => {
         if (!upgradeEcho) return socket.destroy();
         socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n');
         socket.on('data', (d: Buffer) => socket.write(d));
         socket.on('end', () => socket.end());
       },
-    );
+    });
     const secretFile = join(process.env.TMPDIR ?? '/tmp', `kas-private-${process.pid}.secret`);
     writeFileSync(secretFile, `${secret.toString('base64')}\n`);
     stack = await startStack({
@@ -98,9 +100,9 @@ describe('several kas replicas with Redis', () => {
     const [, b, c] = replicas;
     expect(b!.registry.connectionCount).toBe(0);
     const res = await proxyRequest(via(b!), 'GET', '/api/v1/namespaces');
-    expect((await bodyOf(res)).toString()).toBe('served /api/v1/namespaces');
+    expect((await readAll(res)).toString()).toBe('served /api/v1/namespaces');
     const watch = await proxyRequest(via(c!), 'GET', '/watch?watch=1');
-    expect((await bodyOf(watch)).toString()).toBe('event-1\nevent-2\n');
+    expect((await readAll(watch)).toString()).toBe('event-1\nevent-2\n');
     const metrics = await (await fetch(`http://${b!.addresses.observability}/metrics`)).text();
     expect(metrics).toMatch(/kas_routed_requests_total\{via="peer"\} [1-9]/);
   });
@@ -108,7 +110,7 @@ describe('several kas replicas with Redis', () => {
   test('through replica B a request keeps its framing: a GET without a body gets none, one with a chunked body keeps it', async () => {
     const b = replicas[1]!;
     const plain = await proxyRequest(via(b), 'GET', '/framing');
-    expect((await bodyOf(plain)).toString()).toBe('transfer-encoding=none length=0');
+    expect((await readAll(plain)).toString()).toBe('transfer-encoding=none length=0');
     const body = randomBytes(3000);
     const chunked = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = https.request(new URL('/framing', via(b).proxyUrl), { method: 'GET', headers: { authorization: stack.bearer(1), 'transfer-encoding': 'chunked' }, ca: stack.proxyCa, agent: false }, resolve);
@@ -116,7 +118,7 @@ describe('several kas replicas with Redis', () => {
       req.write(body.subarray(0, 1000));
       setTimeout(() => req.end(body.subarray(1000)), 20);
     });
-    expect((await bodyOf(chunked)).toString()).toBe('transfer-encoding=chunked length=3000');
+    expect((await readAll(chunked)).toString()).toBe('transfer-encoding=chunked length=3000');
   });
 
   test('an upgrade through replica B carries raw bytes both ways', async () => {
@@ -147,7 +149,7 @@ describe('several kas replicas with Redis', () => {
     const pending = proxyRequest(via(c!), 'GET', '/late');
     await new Promise((r) => setTimeout(r, 300));
     await stack.startAgent();
-    expect((await bodyOf(await pending)).toString()).toBe('served /late');
+    expect((await readAll(await pending)).toString()).toBe('served /late');
   });
 
   test('connected_agents on any replica lists the connections held by all replicas', async () => {
@@ -164,16 +166,16 @@ describe('several kas replicas with Redis', () => {
     const [a, b] = replicas;
     await redis.kill();
     const local = await proxyRequest(via(a!), 'GET', '/while-redis-is-down');
-    expect((await bodyOf(local)).toString()).toBe('served /while-redis-is-down');
+    expect((await readAll(local)).toString()).toBe('served /while-redis-is-down');
     // The next refresh of A's entries fails: counted, and A keeps serving.
     await waitFor(async () => /kas_redis_errors_total\{op="[a-z_]+"\} [1-9]/.test(await (await fetch(`http://${a!.addresses.observability}/metrics`)).text()), 'a counted Redis failure');
     const again = await proxyRequest(via(a!), 'GET', '/while-redis-is-down');
     expect(again.statusCode).toBe(200);
-    await bodyOf(again);
+    await readAll(again);
     await redis.restart();
     await waitFor(async () => {
       const res = await proxyRequest(via(b!), 'GET', '/after-redis-returned');
-      return res.statusCode === 200 && (await bodyOf(res)).toString() === 'served /after-redis-returned';
+      return res.statusCode === 200 && (await readAll(res)).toString() === 'served /after-redis-returned';
     }, 'routing through replica B to work again after Redis came back', 30_000);
   }, 60_000);
 
@@ -202,7 +204,7 @@ describe('several kas replicas with Redis', () => {
         while (!stop) {
           try {
             const res = await proxyRequest(via(target), 'GET', '/during-restart');
-            if (res.statusCode === 200 && (await bodyOf(res)).toString() === 'served /during-restart') served++;
+            if (res.statusCode === 200 && (await readAll(res)).toString() === 'served /during-restart') served++;
             else failures++;
           } catch {
             failures++;
@@ -237,7 +239,7 @@ describe('several kas replicas with Redis', () => {
 
 describe('the per-token connection rate limit', () => {
   test('connections beyond the limit in a minute are refused with 429 and counted', async () => {
-    const upstream = await startUpstream((_req, res) => res.end('ok'));
+    const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('ok') });
     const stack = await startStack({ upstream, startAgent: false, kas: { agent: { listen: { connections_per_token_per_minute: 3 } } } });
     try {
       const statuses: number[] = [];
@@ -272,7 +274,7 @@ describe('shared negative caches of GitLab answers', () => {
     gl.addProject({ id: 42, fullPath: 'acme/clusters' });
     gl.addAgent({ id: 1, name: 'prod', projectId: 42, token: 'glagent-the-real-one-0123456789' });
     const redis = await startRedis();
-    const upstream = await startUpstream((_req, res) => res.end('ok'));
+    const upstream = await startFakeKubeApi({ handler: (_req, res) => res.end('ok') });
     const secretFile = join(process.env.TMPDIR ?? '/tmp', `kas-private-neg-${process.pid}.secret`);
     writeFileSync(secretFile, `${secret.toString('base64')}\n`);
     const stack = await startStack({

@@ -10,7 +10,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { startStack, type Stack } from '../support/stack.js';
 
 const HEADERS_TIMEOUT_MS = 1000;
 const HUGE_TOKEN = `glagent-${'A'.repeat(10 * 1024)}`;
@@ -59,7 +60,7 @@ function raw(address: string, ca: string, request: string | Buffer, options: { t
 }
 
 describe('attacks on kas\'s listeners', () => {
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   let stack: Stack;
   let evil: http.Server;
   let evilAddress: string;
@@ -67,11 +68,13 @@ describe('attacks on kas\'s listeners', () => {
   const evilSeen: string[] = [];
 
   beforeAll(async () => {
-    upstream = await startUpstream((req, res) => {
-      upstreamSeen.push({ method: req.method!, url: req.url!, host: req.headers.host ?? '', contentLength: req.headers['content-length'] ?? null });
-      req.resume();
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"kind":"Ok"}');
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        upstreamSeen.push({ method: req.method!, url: req.url!, host: req.headers.host ?? '', contentLength: req.headers['content-length'] ?? null });
+        req.resume();
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"kind":"Ok"}');
+      },
     });
     evil = http.createServer((req, res) => {
       evilSeen.push(`${req.method} ${req.url}`);

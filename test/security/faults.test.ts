@@ -10,7 +10,9 @@
 import type http from 'node:http';
 import type { AgentConnection } from '../../src/broker/tunnel/agent-registry.js';
 import { FaultProxy, type FaultSettings } from '../support/fault-proxy.js';
-import { bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { readAll } from '../support/streams.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { waitFor } from '../support/wait.js';
 
 const PING_MS = 500;
@@ -25,7 +27,7 @@ function socketHandles(): number {
 }
 
 describe('faults between agentk and kas', () => {
-  let upstream: Upstream & { server: http.Server };
+  let upstream: FakeKubeApi;
   let stack: Stack;
   let proxy: FaultProxy;
   /** Requests the API server is holding open, and whether each was aborted. */
@@ -33,21 +35,23 @@ describe('faults between agentk and kas', () => {
   let baselineHandles = 0;
 
   beforeAll(async () => {
-    upstream = await startUpstream((req, res) => {
-      if (req.url!.startsWith('/hold')) {
-        const entry = { url: req.url!, closed: false, res };
-        held.push(entry);
-        res.on('close', () => (entry.closed = true));
-        // /hold-body: the head and a first chunk go out, then nothing (a watch); /hold-head: nothing at all.
-        if (req.url!.startsWith('/hold-body')) {
-          res.writeHead(200, { 'Content-Type': 'application/json' });
-          res.write('{"type":"ADDED"}\n');
+    upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        if (req.url!.startsWith('/hold')) {
+          const entry = { url: req.url!, closed: false, res };
+          held.push(entry);
+          res.on('close', () => (entry.closed = true));
+          // /hold-body: the head and a first chunk go out, then nothing (a watch); /hold-head: nothing at all.
+          if (req.url!.startsWith('/hold-body')) {
+            res.writeHead(200, { 'Content-Type': 'application/json' });
+            res.write('{"type":"ADDED"}\n');
+          }
+          return;
         }
-        return;
-      }
-      req.resume();
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"kind":"Ok"}');
+        req.resume();
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"kind":"Ok"}');
+      },
     });
     stack = await startStack({ upstream, startAgent: false, kas: { agent: { tunnel: { ping_interval: `${PING_MS}ms` }, kubernetes_api: { agent_wait_timeout: '3s' } } } });
     proxy = await FaultProxy.start(stack.kas.addresses.agent!);
@@ -66,7 +70,7 @@ describe('faults between agentk and kas', () => {
 
   async function ok(): Promise<void> {
     const res = await proxyRequest(stack, 'GET', '/api/v1/namespaces');
-    const body = await bodyOf(res);
+    const body = await readAll(res);
     expect(`${res.statusCode} ${body.toString()}`).toBe('200 {"kind":"Ok"}');
   }
 
@@ -86,12 +90,12 @@ describe('faults between agentk and kas', () => {
     const heldBefore = held.length;
     const watch = await proxyRequest(stack, 'GET', '/hold-body/watch');
     expect(watch.statusCode).toBe(200);
-    const watchBody = bodyOf(watch).then(
+    const watchBody = readAll(watch).then(
       () => 'ended normally',
       () => 'cut',
     );
     const waiting = proxyRequest(stack, 'GET', '/hold-head/pods').then(
-      async (res) => `${res.statusCode} ${(await bodyOf(res).catch(() => Buffer.from('(cut)'))).toString()}`,
+      async (res) => `${res.statusCode} ${(await readAll(res).catch(() => Buffer.from('(cut)'))).toString()}`,
       (err: Error) => `failed: ${err.message}`,
     );
     await waitFor(() => held.length === heldBefore + 2, 'both requests to reach the API server', 10_000);

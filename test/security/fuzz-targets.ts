@@ -25,7 +25,9 @@ import { Session } from '../../src/protocol/session.js';
 import type { TunnelStream } from '../../src/protocol/stream.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { WsTransport } from '../../src/shared/ws-transport.js';
-import { LogCapture, bodyOf, proxyRequest, startStack, startUpstream, type Stack, type Upstream } from '../support/stack.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
+import { readAll } from '../support/streams.js';
+import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { hexSummary, openCase, rawCase, replyCase, sampleOne, validHello, type OpenCase, type RawCase, type ReplyCase } from './fuzz-inputs.js';
 
 export type FuzzTargetName = 'kas-raw' | 'kas-reply' | 'agentk-raw' | 'agentk-open';
@@ -126,21 +128,24 @@ async function playRaw(ws: WebSocket, c: RawCase, opening: Uint8Array | null, fr
 
 export class KasFuzzTarget {
   readonly stack: Stack;
-  readonly upstream: Upstream & { server: http.Server };
+  readonly upstream: FakeKubeApi;
   readonly agent2Token = 'glagent-never-connects';
   private readonly caPem: string;
 
-  private constructor(stack: Stack, upstream: Upstream & { server: http.Server }) {
+  private constructor(stack: Stack, upstream: FakeKubeApi) {
     this.stack = stack;
     this.upstream = upstream;
     this.caPem = stack.proxyCa;
   }
 
   static async start(): Promise<KasFuzzTarget> {
-    const upstream = await startUpstream((req, res) => {
-      req.resume();
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"ok":true}');
+    const upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        req.resume();
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"ok":true}');
+      },
+      record: false,
     });
     const stack = await startStack({
       upstream,
@@ -215,7 +220,7 @@ export class KasFuzzTarget {
     const response = proxyRequest(this.stack, 'GET', '/api/v1/fuzz', { agentId: 2 }).then(
       async (res) => {
         try {
-          await bodyOf(res);
+          await readAll(res);
           return `status ${res.statusCode}`;
         } catch {
           return `status ${res.statusCode}, body cut`;
@@ -260,7 +265,7 @@ export class KasFuzzTarget {
   async healthy(): Promise<string | null> {
     try {
       const res = await withTimeout(proxyRequest(this.stack, 'GET', '/api/v1/namespaces'), 10_000, 'a request through agent 1');
-      const body = await bodyOf(res);
+      const body = await readAll(res);
       if (res.statusCode !== 200) return `a request through agent 1 got ${res.statusCode}: ${body.toString().slice(0, 200)}`;
       return null;
     } catch (err) {
@@ -295,7 +300,7 @@ export class AgentkFuzzTarget {
   readonly evilSeen: string[];
   readonly logs: LogCapture;
   readonly agent: Agentk;
-  private readonly upstream: Upstream & { server: http.Server };
+  private readonly upstream: FakeKubeApi;
   private readonly evil: http.Server;
   readonly evilAddress: string;
   private readonly server: http.Server;
@@ -303,7 +308,7 @@ export class AgentkFuzzTarget {
   private waiting: ConnectionHandler | null = null;
   private readonly early: WebSocket[] = [];
 
-  private constructor(fields: { agent: Agentk; upstream: Upstream & { server: http.Server }; evil: http.Server; evilAddress: string; server: http.Server; wss: WebSocketServer; upstreamSeen: AgentkFuzzTarget['upstreamSeen']; evilSeen: string[]; logs: LogCapture }) {
+  private constructor(fields: { agent: Agentk; upstream: FakeKubeApi; evil: http.Server; evilAddress: string; server: http.Server; wss: WebSocketServer; upstreamSeen: AgentkFuzzTarget['upstreamSeen']; evilSeen: string[]; logs: LogCapture }) {
     this.upstreamSeen = fields.upstreamSeen;
     this.evilSeen = fields.evilSeen;
     this.logs = fields.logs;
@@ -318,11 +323,14 @@ export class AgentkFuzzTarget {
   static async start(): Promise<AgentkFuzzTarget> {
     const seen: AgentkFuzzTarget['upstreamSeen'] = [];
     const evilSeen: string[] = [];
-    const upstream = await startUpstream((req, res) => {
-      seen.push({ method: req.method ?? '', url: req.url ?? '', host: req.headers.host ?? '' });
-      req.resume();
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"kind":"Fuzz"}');
+    const upstream = await startFakeKubeApi({
+      handler: (req, res) => {
+        seen.push({ method: req.method ?? '', url: req.url ?? '', host: req.headers.host ?? '' });
+        req.resume();
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"kind":"Fuzz"}');
+      },
+      record: false,
     });
     const evil = http.createServer((req, res) => {
       evilSeen.push(`${req.method} ${req.url}`);
@@ -345,7 +353,7 @@ export class AgentkFuzzTarget {
     const agent = await startAgentk({
       kasAddress: `ws://127.0.0.1:${port}/`,
       token: 'glagent-fuzzed-agent-token-0123456789',
-      apiServer: { url: new URL(upstream.url), tls: { ca: Buffer.from(upstream.ca!), rejectUnauthorized: true }, auth: { kind: 'token', token: upstream.token }, source: 'fuzz' },
+      apiServer: { url: new URL(upstream.url), tls: { ca: Buffer.from(upstream.caPem), rejectUnauthorized: true }, auth: { kind: 'token', token: upstream.token }, source: 'fuzz' },
       kasConnections: 1,
       observabilityListenAddress: '127.0.0.1:0',
       logger: createLogger({ name: 'agentk', level: 'debug', destination: logs }),

@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { WebSocket } from 'ws';
 import { startFakeKubeApi, type FakeKubeApi, type RecordedRequest } from './fake-kube-api.js';
+import { rawHeaderValues } from './headers.js';
 import { KUBECTL_TIMEOUT_MS, Kubectl, assertStdout, assertSucceeded, explain } from './kubectl.js';
 
 let api: FakeKubeApi;
@@ -28,7 +29,7 @@ const kubectl = (...a: Parameters<Kubectl['run']>) => k.run(...a);
 const startKubectl = (...a: Parameters<Kubectl['start']>) => k.start(...a);
 
 function header(r: RecordedRequest, name: string): string | undefined {
-  return r.headers.find(([n]) => n.toLowerCase() === name.toLowerCase())?.[1];
+  return rawHeaderValues(r.rawHeaders, name)[0];
 }
 
 function newRequestsSince(count: number): RecordedRequest[] {

@@ -1,9 +1,15 @@
 /**
- * An in-process fake of the Kubernetes API server, good enough for the real `kubectl` (1.32) to run
- * `get ns`, `get ns -w`, `get pods`, `create configmap`, `get configmap`, `delete configmap`,
- * `exec` (WebSocket `v5.channel.k8s.io` and SPDY/3.1), `port-forward` (SPDY over WebSocket and plain
- * SPDY/3.1) and `logs`. Meant as the "upstream" behind a proxy in integration tests, so it records
- * every request it receives (`requests`).
+ * The one stand-in for the Kubernetes API server in tests (see README.md next to it): an in-process
+ * fake good enough for the real `kubectl` (1.32) to run `get ns`, `get ns -w`, `get pods`,
+ * `create configmap`, `get configmap`, `delete configmap`, `exec` (WebSocket `v5.channel.k8s.io` and
+ * SPDY/3.1), `port-forward` (SPDY over WebSocket and plain SPDY/3.1) and `logs`; with probe routes
+ * for proxy tests (`fake-kube-api/probes.ts`); or, for a test that needs answers of its own, a
+ * handler of the test's that takes every request. Meant as the "upstream" behind a proxy, so it
+ * records every request it receives (`requests`).
+ *
+ * Where it listens: HTTPS on 127.0.0.1 with the test certificate (or a given one, or plain HTTP),
+ * optionally under a base path (`prefix`, as an API server behind a path-routing proxy): `url`
+ * includes the prefix, and a request outside it gets a 404.
  *
  * What it serves:
  * - discovery: `/version`, `/api` (APIVersions), `/apis` (an empty APIGroupList), `/api/v1`
@@ -34,9 +40,13 @@
  *   kubectl ≥ 1.31 uses by default) and over plain SPDY/3.1 (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`).
  * - logs (`.../pods/demo/log`): a fixed text, `follow` is ignored.
  * - `/healthz`, `/livez`, `/readyz`: "ok".
+ * - the probe routes `/echo`, `/stream`, `/slow`, `/die`, `/hang` and upgrades under `/exec/`
+ *   (`fake-kube-api/probes.ts`).
  *
  * Authentication: `Authorization: Bearer <token>` (a wrong or missing token gets a 401 Status, unless
  * `allowAnonymous` and no Authorization header at all). No authorization (RBAC), no impersonation.
+ * A test's own `handler` (or `onUpgrade`) answers instead of all of the above, authentication included:
+ * such tests check the headers themselves.
  *
  * SPDY/3.1: only what kubectl's client (moby/spdystream) needs: SYN_STREAM (answered with an empty
  * SYN_REPLY), DATA, FIN half-close, RST_STREAM, PING (echoed), GOAWAY; SETTINGS, HEADERS and
@@ -51,43 +61,81 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { WebSocket, WebSocketServer } from 'ws';
-import { generateSelfSignedCertificate } from '../../src/shared/tls-cert.js';
+import type { CertificatePair } from '../../src/shared/tls-cert.js';
+import { testCertificate } from './certificate.js';
+import { writeKubeconfig } from './fake-kube-api/kubeconfig.js';
+import { Probes } from './fake-kube-api/probes.js';
 import { listenLoopback } from './ports.js';
+
+export { writeKubeconfig };
+
+/** The `gitVersion` that `/version` reports. */
+export const FAKE_KUBERNETES_VERSION = 'v1.32.0-fake';
 
 export interface RecordedRequest {
   method: string;
-  /** The request target as received (path and query). */
+  /** The request target as received (prefix, path and query). */
   url: string;
-  /** The request headers as received: `rawHeaders` as [name, value] pairs, original case and order. */
-  headers: Array<[string, string]>;
-  /** Bytes of request body received (0 for upgrade requests; final once the body has ended). */
+  /** The request headers as received (Node's `rawHeaders`: name, value, name, value...; original case and order). */
+  rawHeaders: string[];
+  /** Bytes of request body received (0 for upgrade requests and for a test's own handler; final once the body has ended). */
   bodyLength: number;
+  /** SHA-256 (hex) of the whole body, once it has ended; '' until then, for upgrades and for a test's own handler. */
+  bodySha256: string;
   /** True for Upgrade requests (exec and port-forward, WebSocket or SPDY). */
   upgrade: boolean;
 }
 
+/** A test's own answer to plain requests. */
+export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+/** A test's own answer to upgrade requests. */
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+
 export interface FakeKubeApi {
-  /** `https://127.0.0.1:<port>` (or `http://` with `tls: false`). */
+  /** `https://127.0.0.1:<port>` and the prefix, if any (`http://` with `tls: false`). */
   url: string;
-  /** The self-signed certificate to trust (PEM); empty with `tls: false`. */
+  /** The certificate to trust (PEM); empty with `tls: false`. */
   caPem: string;
   /** The bearer token it requires. */
   token: string;
-  /** Every request received, in arrival order (upgrade requests included). */
+  /** Every request received, in arrival order (upgrade requests included); empty with `record: false`. */
   requests: RecordedRequest[];
+  /** The recorded requests whose path, after the prefix, starts with `path`. */
+  requestsAt(path: string): RecordedRequest[];
   /** Adds a namespace (no-op if it exists) and emits an ADDED event to open watches. */
   addNamespace(name: string): void;
+  /** Lets the probe requests waiting at gate `name` (`stream`, `slow`) go on. */
+  release(name: string): void;
+  /** Resolves when a `/hang` probe response was closed before it completed (the client aborted it). */
+  hangAborted: Promise<void>;
+  /** Resolves with what an `/exec/server-first` probe upgrade received from the client after its own end. */
+  serverFirstReceived: Promise<string>;
+  /** From now on, plain requests go to `handler` (null: back to the fake's own routes). */
+  setHandler(handler: RequestHandler | null): void;
+  /** Writes `<dir>/kubeconfig` whose context `fake` points here with the token and the CA; returns its path. */
+  writeKubeconfig(dir: string): string;
   /** Closes the server and every socket, including upgraded (exec, port-forward) and watch connections. */
   close(): Promise<void>;
 }
 
 export interface FakeKubeApiOptions {
-  /** Serve HTTPS with a fresh self-signed certificate (default true). kubectl sends no token over plain HTTP. */
-  tls?: boolean;
+  /**
+   * HTTPS with the test certificate (true, the default), with the given certificate, or plain HTTP
+   * (false). kubectl sends no token over plain HTTP; agentk does.
+   */
+  tls?: boolean | CertificatePair;
+  /** A base path the API server is served under, e.g. `/k8s` (default: none). */
+  prefix?: string;
   /** The bearer token to require (default: a random one). */
   token?: string;
   /** Let requests without an Authorization header through (default false). */
   allowAnonymous?: boolean;
+  /** The test's own answer to every plain request, instead of the fake's routes and its authentication. */
+  handler?: RequestHandler;
+  /** The test's own answer to every upgrade request, instead of the fake's routes and its authentication. */
+  onUpgrade?: UpgradeHandler;
+  /** Record requests in `requests` (default true). Off for load generators that send many. */
+  record?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -825,7 +873,11 @@ function parseRoute(pathname: string): Route | undefined {
 export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
   const tls = options.tls ?? true;
   const token = options.token ?? `fake-token-${crypto.randomBytes(12).toString('hex')}`;
-  const cert = tls ? await generateSelfSignedCertificate() : undefined;
+  const cert = tls === true ? await testCertificate() : tls === false ? undefined : tls;
+  const prefix = (options.prefix ?? '').replace(/\/$/, '');
+  const recording = options.record ?? true;
+  let handler = options.handler ?? null;
+  const probes = new Probes();
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>();
   const watchers = new Set<Watcher>();
@@ -929,11 +981,15 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   };
 
   const record = (req: http.IncomingMessage, upgrade: boolean): RecordedRequest => {
-    const headers: Array<[string, string]> = [];
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
-    const entry: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers, bodyLength: 0, upgrade };
-    requests.push(entry);
+    const entry: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, bodyLength: 0, bodySha256: '', upgrade };
+    if (recording) requests.push(entry);
     return entry;
+  };
+
+  /** The path after the prefix, or undefined for a path outside it. */
+  const unprefixed = (pathname: string): string | undefined => {
+    if (prefix === '') return pathname;
+    return pathname.startsWith(`${prefix}/`) ? pathname.slice(prefix.length) : undefined;
   };
 
   // -- REST --------------------------------------------------------------------------------------------
@@ -941,7 +997,7 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   const discovery = (pathname: string, port: number): unknown => {
     switch (pathname) {
       case '/version':
-        return { major: '1', minor: '32', gitVersion: 'v1.32.0-fake', gitCommit: 'fake', gitTreeState: 'clean', buildDate: '2025-01-01T00:00:00Z', goVersion: 'go1.23.0', compiler: 'gc', platform: 'linux/amd64' };
+        return { major: '1', minor: '32', gitVersion: FAKE_KUBERNETES_VERSION, gitCommit: 'fake', gitTreeState: 'clean', buildDate: '2025-01-01T00:00:00Z', goVersion: 'go1.23.0', compiler: 'gc', platform: 'linux/amd64' };
       case '/api':
         return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${port}` }] };
       case '/apis':
@@ -1087,6 +1143,11 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const entry = record(req, false);
+    if (handler) {
+      // The test's handler owns the request, body included (it may leave it unread on purpose).
+      handler(req, res);
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => {
       entry.bodyLength += chunk.length;
@@ -1094,26 +1155,31 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
     });
     req.on('end', () => {
       try {
+        const body = Buffer.concat(chunks);
+        entry.bodySha256 = crypto.createHash('sha256').update(body).digest('hex');
         const denied = authError(req.headers);
         if (denied) {
           sendJson(res, 401, denied);
           return;
         }
         const url = new URL(req.url ?? '/', 'http://fake');
+        const path = unprefixed(url.pathname);
+        if (path === undefined) throw new HttpError(failure(404, `${url.pathname} is not under the prefix ${prefix}`));
         const port = (server.address() as AddressInfo).port;
-        if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
+        if (['/healthz', '/livez', '/readyz'].includes(path)) {
           res.writeHead(200, { 'Content-Type': 'text/plain' });
           res.end('ok');
           return;
         }
-        const doc = req.method === 'GET' ? discovery(url.pathname, port) : undefined;
+        if (probes.serve(path, req, res, body, entry.bodySha256)) return;
+        const doc = req.method === 'GET' ? discovery(path, port) : undefined;
         if (doc !== undefined) {
           sendJson(res, 200, doc);
           return;
         }
-        const route = parseRoute(url.pathname);
+        const route = parseRoute(path);
         if (!route) throw new HttpError(failure(404, 'the server could not find the requested resource'));
-        handleResource(req, res, url, route, Buffer.concat(chunks));
+        handleResource(req, res, url, route, body);
       } catch (err) {
         const status = err instanceof HttpError ? err.status : failure(500, err instanceof Error ? err.message : String(err));
         if (!res.headersSent) sendJson(res, status.code, status);
@@ -1135,11 +1201,17 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
 
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     record(req, true);
+    if (options.onUpgrade) return options.onUpgrade(req, socket, head);
+    // A test with a handler of its own and no onUpgrade: a server without upgrades drops the connection.
+    if (handler) return void socket.destroy();
     socket.on('error', () => socket.destroy());
     const denied = authError(req.headers);
     if (denied) return rejectUpgrade(socket, denied);
     const url = new URL(req.url ?? '/', 'http://fake');
-    const route = parseRoute(url.pathname);
+    const path = unprefixed(url.pathname);
+    if (path === undefined) return rejectUpgrade(socket, failure(404, `${url.pathname} is not under the prefix ${prefix}`));
+    if (probes.upgrade(path, req, socket)) return;
+    const route = parseRoute(path);
     if (!route || route.resource !== 'pods' || route.name === undefined || (route.subresource !== 'exec' && route.subresource !== 'portforward')) {
       return rejectUpgrade(socket, failure(404, 'the server could not find the requested resource'));
     }
@@ -1214,11 +1286,20 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   server.on('clientError', (_err, socket) => socket.destroy());
   const port = await listenLoopback(server);
 
+  const url = `${cert ? 'https' : 'http'}://127.0.0.1:${port}${prefix}`;
   return {
-    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    url,
     caPem: cert?.cert ?? '',
     token,
     requests,
+    requestsAt: (path) => requests.filter((r) => r.url.startsWith(prefix + path)),
+    release: (name) => probes.release(name),
+    hangAborted: probes.hangAborted,
+    serverFirstReceived: probes.serverFirstReceived,
+    setHandler(next) {
+      handler = next;
+    },
+    writeKubeconfig: (dir) => writeKubeconfig(dir, url, token, cert?.cert),
     addNamespace(name: string) {
       if (store.get('namespaces')!.has(key(undefined, name))) return;
       put('namespaces', newObject('namespaces', { name }, { spec: { finalizers: ['kubernetes'] }, status: { phase: 'Active' } }));

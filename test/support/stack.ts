@@ -1,11 +1,11 @@
 /**
- * A whole path on loopback for integration tests: an upstream standing in for the Kubernetes API
- * server, a real kas (in-process KasApp, TLS on both listeners, port 0) and a real agentk
+ * A whole path on loopback for integration tests: the fake Kubernetes API server (fake-kube-api.ts)
+ * as the upstream, a real kas (in-process KasApp, TLS on both listeners, port 0) and a real agentk
  * (in-process) connected to it over wss. Everything binds 127.0.0.1 port 0 and is stopped by
  * `close()`, also when a test fails.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import type http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +15,9 @@ import { loadApiServerConfig } from '../../src/agent/kubernetes-api/api-server.j
 import { KasApp } from '../../src/broker/app.js';
 import { validateConfig } from '../../src/broker/configuration/schema.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { generateSelfSignedCertificate, type CertificatePair } from '../../src/shared/tls-cert.js';
-import { listenLoopback } from './ports.js';
+import { testCertificate } from './certificate.js';
+import type { FakeKubeApi } from './fake-kube-api.js';
+import { waitFor } from './wait.js';
 
 /** Collects JSON log lines, so tests can check that nothing secret was logged. */
 export class LogCapture extends Writable {
@@ -30,39 +31,9 @@ export class LogCapture extends Writable {
   }
 }
 
-export interface Upstream {
-  url: string;
-  ca: string | null;
-  token: string;
-  close(): Promise<void>;
-}
-
-let certPromise: Promise<CertificatePair> | null = null;
-export function testCertificate(): Promise<CertificatePair> {
-  certPromise ??= generateSelfSignedCertificate();
-  return certPromise;
-}
-
-/** An upstream HTTPS server with the given handlers, requiring nothing (the tests check headers). */
-export async function startUpstream(handler: http.RequestListener, onUpgrade?: (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer) => void): Promise<Upstream & { server: https.Server }> {
-  const cert = await testCertificate();
-  const server = https.createServer({ cert: cert.cert, key: cert.key }, handler);
-  if (onUpgrade) server.on('upgrade', onUpgrade);
-  const port = await listenLoopback(server);
-  return {
-    server,
-    url: `https://127.0.0.1:${port}`,
-    ca: cert.cert,
-    token: 'upstream-token-of-the-agent',
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
-
 export interface StackOptions {
-  upstream: Upstream;
+  /** The API server agentk serves: where it is, the CA to trust ('' for none) and agentk's token there. */
+  upstream: Pick<FakeKubeApi, 'url' | 'caPem' | 'token'>;
   /** Extra kas configuration merged over the stack's own (standalone section is the stack's). */
   kas?: Record<string, unknown>;
   /** access_as of the proxy token for agent 1. */
@@ -141,7 +112,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     JSON.stringify({
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'c', cluster: { server: options.upstream.url, ...(options.upstream.ca ? { 'certificate-authority-data': Buffer.from(options.upstream.ca).toString('base64') } : {}) } }],
+      clusters: [{ name: 'c', cluster: { server: options.upstream.url, ...(options.upstream.caPem ? { 'certificate-authority-data': Buffer.from(options.upstream.caPem).toString('base64') } : {}) } }],
       users: [{ name: 'u', user: { token: options.upstream.token } }],
       contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
       'current-context': 'ctx',
@@ -178,11 +149,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       return agent;
     },
     async waitForAgent(sessions = 1) {
-      const start = Date.now();
-      while (kas.registry.connections(1).length < sessions) {
-        if (Date.now() - start > 15_000) throw new Error(`agentk did not connect ${sessions} session(s) to kas within 15 s`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await waitFor(() => kas.registry.connections(1).length >= sessions, `agentk to connect ${sessions} session(s) to kas`);
     },
     async close() {
       await stack.agent?.stop().catch(() => undefined);
@@ -217,15 +184,5 @@ export function proxyRequest(stack: Stack, method: string, path: string, init: {
     const req = https.request(url, { method, headers, ca: stack.proxyCa, agent: false }, resolve);
     req.on('error', reject);
     req.end(init.body ?? undefined);
-  });
-}
-
-export function bodyOf(res: http.IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('end', () => resolve(Buffer.concat(chunks)));
-    res.on('error', reject);
-    res.on('aborted', () => reject(new Error('response aborted')));
   });
 }

@@ -9,7 +9,7 @@ import type { Head } from '../../protocol/frames.js';
 import { createMemoryTransportPair } from '../../protocol/memory-transport.js';
 import { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
-import { errorOf } from '../../protocol/testing/session-suite.js';
+import { errorOf } from '../../../test/support/streams.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { AgentMetrics } from '../observability/metrics.js';
 import { StreamHandlers } from '../tunnel/stream-handlers.js';

@@ -14,9 +14,8 @@ import { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { CertificatePair } from '../../shared/tls-cert.js';
 import { WsTransport } from '../../shared/ws-transport.js';
-import { readAll } from '../../protocol/testing/session-suite.js';
-
-export { readAll };
+import { readAll } from '../../../test/support/streams.js';
+import { waitFor } from '../../../test/support/wait.js';
 
 export interface FakeKasSession {
   session: Session;
@@ -79,12 +78,9 @@ export class FakeKas {
     return this.openSessions[0]!;
   }
 
-  async waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-    const start = Date.now();
-    while (!cond()) {
-      if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+  /** `waitFor` of test/support/wait.ts with this fake's shorter default timeout. */
+  waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    return waitFor(cond, what, timeoutMs);
   }
 
   /** Opens an `http` stream as kas's Kubernetes API proxy would. */
@@ -114,9 +110,3 @@ export class FakeKas {
   }
 }
 
-
-/** A header's values, case-insensitively. */
-export function headerValues(headers: readonly HeaderPair[], name: string): string[] {
-  const l = name.toLowerCase();
-  return headers.filter(([n]) => n.toLowerCase() === l).map(([, v]) => v);
-}

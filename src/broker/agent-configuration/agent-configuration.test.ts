@@ -7,7 +7,8 @@ import { decodeAgentConfigData, decodeAgentConfigHead, encodeAgentConfigReply, t
 import { createMemoryTransportPair } from '../../protocol/memory-transport.js';
 import { Session } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
-import { readAll, waitFor } from '../../protocol/testing/session-suite.js';
+import { readAll } from '../../../test/support/streams.js';
+import { waitFor } from '../../../test/support/wait.js';
 import { createLogger } from '../../shared/logger.js';
 import type { AgentIdentity } from '../auth/types.js';
 import { Registry } from 'prom-client';
@@ -17,15 +18,6 @@ import { AgentConfigurationServer } from './agent-configuration.js';
 import type { ConfigFile, ConfigSource } from './config-source.js';
 
 const silent = createLogger({ name: 'test', level: 'silent' });
-
-/** waitFor for conditions that must be awaited (metric values). */
-async function eventually(cond: () => Promise<boolean>, what: string): Promise<void> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > 10_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** Files by agent name; `gate` holds reads until released. */
 class StubSource implements ConfigSource {
@@ -219,7 +211,7 @@ describe('AgentConfigurationServer', () => {
     source.failure = new Error('GitLab is down');
     const agent = await connect(prod);
     await waitFor(() => source.reads === 1, 'the first read');
-    await eventually(async () => (await metric('fetch')) === 1, 'the failure to be counted');
+    await waitFor(async () => (await metric('fetch')) === 1, 'the failure to be counted');
     expect(module.status(1)).toBeNull();
     source.failure = null;
     module.pollAgent(1);
@@ -232,7 +224,7 @@ describe('AgentConfigurationServer', () => {
     const refusing = await connect(prod);
     refusing.answer = { applied: false, error: 'no thanks' };
     await waitFor(() => refusing.received.length === 1, 'the configuration to be offered');
-    await eventually(async () => (await metric('agent')) === 1, 'the refusal to be counted');
+    await waitFor(async () => (await metric('agent')) === 1, 'the refusal to be counted');
     expect(old.received).toEqual([]);
     // A newer configuration is offered again.
     source.files.set('prod', { commit: 'c2', text: '' });
@@ -248,7 +240,7 @@ describe('AgentConfigurationServer', () => {
     const mute = await connect(prod);
     mute.answer = null;
     await waitFor(() => mute.received.length === 1, 'the configuration to arrive');
-    await eventually(async () => (await metric('agent')) === 1, 'the missing answer to be counted');
+    await waitFor(async () => (await metric('agent')) === 1, 'the missing answer to be counted');
   });
 
   test('polling repeats every period while connected and stops with the last session', async () => {

@@ -8,6 +8,8 @@ import { Session, type SessionOptions } from '../session.js';
 import { TunnelError } from '../errors.js';
 import type { TunnelStream } from '../stream.js';
 import { entryOf } from './stream-internals.js';
+import { errorOf, readAll, writeAll } from '../../../test/support/streams.js';
+import { waitFor } from '../../../test/support/wait.js';
 
 export interface SessionPair {
   client: Session;
@@ -17,43 +19,6 @@ export interface SessionPair {
 
 export type PairOptions = { client?: Partial<SessionOptions>; server?: Partial<SessionOptions> };
 export type PairFactory = (options?: PairOptions) => Promise<SessionPair>;
-
-/**
- * Reads a stream to its end. (Not `for await`: the async iterator destroys a Duplex when the
- * readable side ends, which would abort the writable side.)
- */
-export function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    stream.once('end', () => resolve(Buffer.concat(chunks)));
-    stream.once('error', reject);
-  });
-}
-
-/** Waits for a stream to fail and returns its error. */
-export function errorOf(stream: TunnelStream): Promise<TunnelError> {
-  return new Promise((resolve, reject) => {
-    stream.once('error', (err) => resolve(err as TunnelError));
-    stream.once('close', () => setImmediate(() => reject(new Error(`stream ${stream.id} closed without an error`))));
-  });
-}
-
-/** Writes a buffer in pieces, honouring backpressure, then ends the stream. */
-export async function writeAll(stream: TunnelStream, data: Buffer, piece = 100_000): Promise<void> {
-  for (let off = 0; off < data.length; off += piece) {
-    if (!stream.write(data.subarray(off, off + piece))) await once(stream, 'drain');
-  }
-  stream.end();
-}
-
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
