@@ -2,13 +2,17 @@
  * The fake Kubernetes API server against the real kubectl (1.32, on the PATH): discovery, get, watch,
  * create/delete, exec over WebSocket and SPDY/3.1, port-forward over WebSocket and SPDY/3.1.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { WebSocket } from 'ws';
-import { startFakeKubeApi, type FakeKubeApi, type RecordedRequest } from './fake-kube-api.js';
+import { testCertificate } from './certificate.js';
+import { FAKE_KUBERNETES_VERSION, startFakeKubeApi, type FakeKubeApi, type RecordedRequest } from './fake-kube-api.js';
 import { rawHeaderValues } from './headers.js';
 import { KUBECTL_TIMEOUT_MS, Kubectl, assertStdout, assertSucceeded, explain } from './kubectl.js';
+import { waitFor } from './wait.js';
 
 let api: FakeKubeApi;
 let k: Kubectl;
@@ -230,5 +234,78 @@ describe('fake Kubernetes API server over plain HTTP', () => {
     await server.close();
     await Promise.all([wsClosed, spdyClosed]);
     expect(server.requests.filter((q) => q.upgrade).map((q) => q.method)).toEqual(['GET', 'POST']);
+  });
+});
+
+describe('fake Kubernetes API server: prefix, probes and a test\'s own handler', () => {
+  let api2: FakeKubeApi | undefined;
+  afterEach(async () => {
+    await api2?.close();
+    api2 = undefined;
+  });
+
+  function request(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(url, { method: init.method ?? 'GET', headers: init.headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+      req.end(init.body);
+    });
+  }
+
+  test('under a prefix: url carries it, routes answer below it, anything else is a 404', async () => {
+    api2 = await startFakeKubeApi({ tls: false, prefix: '/k8s', token: 't' });
+    expect(api2.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/k8s$/);
+    const auth = { Authorization: 'Bearer t' };
+    const version = await request(`${api2.url}/version`, { headers: auth });
+    expect(JSON.parse(version.body)).toMatchObject({ gitVersion: FAKE_KUBERNETES_VERSION });
+    const origin = new URL(api2.url).origin;
+    expect((await request(`${origin}/version`, { headers: auth })).status).toBe(404);
+    expect(api2.requestsAt('/version').map((r) => r.url)).toEqual(['/k8s/version']);
+  });
+
+  test('probe routes: /echo echoes with repeated headers and the body hash; /slow waits for release', async () => {
+    api2 = await startFakeKubeApi({ tls: false, token: 't' });
+    const echo = await request(`${api2.url}/echo`, { method: 'POST', headers: { Authorization: 'Bearer t' }, body: 'hello' });
+    expect(echo.status).toBe(200);
+    expect(echo.body).toBe('hello');
+    expect(echo.headers['x-multi']).toBe('one, two');
+    expect(api2.requestsAt('/echo')[0]).toMatchObject({ method: 'POST', bodyLength: 5, bodySha256: echo.headers['x-seen-sha256'] });
+    const slow = request(`${api2.url}/slow`, { headers: { Authorization: 'Bearer t' } });
+    await waitFor(() => api2!.requestsAt('/slow').length === 1, 'the /slow request to arrive');
+    api2.release('slow');
+    expect((await slow).body).toBe('done');
+  });
+
+  test('a handler of the test answers everything, without authentication; setHandler swaps it; record: false records nothing', async () => {
+    api2 = await startFakeKubeApi({ tls: false, handler: (req, res) => res.end(`first ${req.url}`) });
+    expect((await request(`${api2.url}/api/v1/namespaces`)).body).toBe('first /api/v1/namespaces');
+    api2.setHandler((_req, res) => res.end('second'));
+    expect((await request(`${api2.url}/anything`)).body).toBe('second');
+    api2.setHandler(null);
+    expect((await request(`${api2.url}/api/v1/namespaces`)).status).toBe(401);
+    expect(api2.requests.map((r) => r.url)).toEqual(['/api/v1/namespaces', '/anything', '/api/v1/namespaces']);
+    await api2.close();
+
+    api2 = await startFakeKubeApi({ tls: false, record: false, handler: (_req, res) => res.end('ok') });
+    expect((await request(`${api2.url}/x`)).body).toBe('ok');
+    expect(api2.requests).toEqual([]);
+  });
+
+  test('with the test certificate by default: the kubeconfig it writes names the URL, the token and the CA', async () => {
+    api2 = await startFakeKubeApi({ token: 'kc-token' });
+    expect(api2.caPem).toBe((await testCertificate()).cert);
+    const dir = mkdtempSync(path.join(tmpdir(), 'fake-kube-api-'));
+    try {
+      const text = readFileSync(api2.writeKubeconfig(dir), 'utf8');
+      expect(text).toContain(`server: ${api2.url}`);
+      expect(text).toContain('token: kc-token');
+      expect(text).toContain(`certificate-authority-data: ${Buffer.from(api2.caPem).toString('base64')}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
