@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { TunnelError } from '../protocol/errors.js';
 import type { Agentk } from './app.js';
 import { loadApiServerConfig } from './kubernetes-api/api-server.js';
-import { httpGet, startTestAgent, type LogSink } from './testing/agent-fixture.js';
+import { httpGet, startTestAgent } from './testing/agent-fixture.js';
+import type { LogCapture } from '../../test/support/logs.js';
 import { FakeKas } from './testing/fake-kas.js';
 import { startFakeKubeApi, writeKubeconfig, type FakeKubeApi } from '../../test/support/fake-kube-api.js';
 import { freePort } from '../../test/support/ports.js';
@@ -25,7 +26,7 @@ let dir: string;
 let api: FakeKubeApi;
 let kas: FakeKas | null = null;
 let agent: Agentk | null = null;
-let logs: LogSink;
+let logs: LogCapture;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'agentk-connections-'));

@@ -14,7 +14,8 @@ import type { Session } from '../protocol/session.js';
 import { generateSelfSignedCertificate, type CertificatePair } from '../shared/tls-cert.js';
 import type { Agentk } from './app.js';
 import { loadApiServerConfig } from './kubernetes-api/api-server.js';
-import { httpGet, startTestAgent, type LogSink } from './testing/agent-fixture.js';
+import { httpGet, startTestAgent } from './testing/agent-fixture.js';
+import type { LogCapture } from '../../test/support/logs.js';
 import { FakeKas } from './testing/fake-kas.js';
 import { FAKE_KUBERNETES_VERSION, startFakeKubeApi, type FakeKubeApi } from '../../test/support/fake-kube-api.js';
 import { headerValues, rawHeaderValues } from '../../test/support/headers.js';
@@ -32,7 +33,7 @@ let dir: string;
 let kas: FakeKas;
 let api: FakeKubeApi;
 let agent: Agentk;
-let logs: LogSink;
+let logs: LogCapture;
 let session: Session;
 
 beforeAll(async () => {

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { Agentk } from './app.js';
 import { EXIT_BAD_CONFIGURATION, EXIT_OK, runAgentk } from './cli.js';
-import { LogSink } from './testing/agent-fixture.js';
 import { FakeKas } from './testing/fake-kas.js';
 import { startFakeKubeApi } from '../../test/support/fake-kube-api.js';
+import { LogCapture } from '../../test/support/logs.js';
 
 function io() {
   const stdout = new PassThrough();
@@ -74,7 +74,7 @@ test('a whole run: flags, token file, kubeconfig; connects with the pod metadata
     const kubeconfig = api.writeKubeconfig(dir);
     let shutdown: (signal: string) => void = () => {};
     let agent: Agentk | null = null;
-    const logs = new LogSink();
+    const logs = new LogCapture();
     const t = io();
     const exit = runAgentk(
       ['--kas-address', kas.url, '--token-file', tokenFile, '--kubeconfig', kubeconfig, '--context', 'fake', '--kas-connections', '1', '--observability-listen-address', '127.0.0.1:0', '--log-level', 'debug'],

@@ -15,7 +15,8 @@ import { createLogger, type Logger } from '../../src/shared/logger.js';
 import { startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { readAll } from '../support/streams.js';
-import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
+import { LogCapture } from '../support/logs.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 
 /** A metric of kas by name, as the registry holds it (every module registers its own there). */
 async function metricOf(stack: Stack, name: string) {

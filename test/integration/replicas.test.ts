@@ -18,7 +18,8 @@ import { startRedis, type TestRedis } from '../support/redis.js';
 import { startBalancer } from '../support/balancer.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { readAll } from '../support/streams.js';
-import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
+import { LogCapture } from '../support/logs.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { waitFor } from '../support/wait.js';
 
 const secret = randomBytes(32);

@@ -27,7 +27,8 @@ import { createLogger } from '../../src/shared/logger.js';
 import { WsTransport } from '../../src/shared/ws-transport.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { readAll } from '../support/streams.js';
-import { LogCapture, proxyRequest, startStack, type Stack } from '../support/stack.js';
+import { LogCapture } from '../support/logs.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { hexSummary, openCase, rawCase, replyCase, sampleOne, validHello, type OpenCase, type RawCase, type ReplyCase } from './fuzz-inputs.js';
 
 export type FuzzTargetName = 'kas-raw' | 'kas-reply' | 'agentk-raw' | 'agentk-open';

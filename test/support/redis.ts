@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { freePort } from './ports.js';
+import { waitFor } from './wait.js';
 
 export interface TestRedis {
   address: string;
@@ -17,24 +18,23 @@ export interface TestRedis {
 }
 
 
-async function waitReady(port: number): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.write('PING\r\n');
-      });
-      s.once('data', (d: Buffer) => {
-        s.destroy();
-        resolve(d.toString().startsWith('+PONG'));
-      });
-      s.once('error', () => resolve(false));
+/** True once redis-server answers PING on `port`. */
+function answersPing(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.write('PING\r\n');
     });
-    if (ok) return;
-    if (Date.now() - start > 10_000) throw new Error(`redis-server did not answer on port ${port} within 10 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    s.once('data', (d: Buffer) => {
+      s.destroy();
+      resolve(d.toString().startsWith('+PONG'));
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+function waitReady(port: number): Promise<void> {
+  return waitFor(() => answersPing(port), `redis-server to answer on port ${port}`, 10_000, { intervalMs: 50 });
 }
 
 /** Installs Debian's redis-server when it is missing (the full test command's provisioning also does). */

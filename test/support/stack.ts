@@ -9,7 +9,6 @@ import type http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { createAgentk, type AgentOptions, type Agentk } from '../../src/agent/app.js';
 import { loadApiServerConfig } from '../../src/agent/kubernetes-api/api-server.js';
 import { KasApp } from '../../src/broker/app.js';
@@ -17,19 +16,8 @@ import { validateConfig } from '../../src/broker/configuration/schema.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { testCertificate } from './certificate.js';
 import type { FakeKubeApi } from './fake-kube-api.js';
+import { LogCapture } from './logs.js';
 import { waitFor } from './wait.js';
-
-/** Collects JSON log lines, so tests can check that nothing secret was logged. */
-export class LogCapture extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    this.lines.push(...chunk.toString().split('\n').filter(Boolean));
-    cb();
-  }
-  get text(): string {
-    return this.lines.join('\n');
-  }
-}
 
 export interface StackOptions {
   /** The API server agentk serves: where it is, the CA to trust ('' for none) and agentk's token there. */

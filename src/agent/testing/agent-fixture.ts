@@ -1,28 +1,11 @@
 /** Helpers of agentk's integration tests: an in-process agentk with captured logs, and plain GETs. */
 import http from 'node:http';
-import { Writable } from 'node:stream';
 import { createLogger } from '../../shared/logger.js';
 import { startAgentk, type AgentOptions, type Agentk } from '../app.js';
+import { LogCapture } from '../../../test/support/logs.js';
 
-/** Collects pino's JSON lines. */
-export class LogSink extends Writable {
-  text = '';
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    this.text += chunk.toString('utf8');
-    cb();
-  }
-
-  get entries(): Array<Record<string, unknown>> {
-    return this.text
-      .split('\n')
-      .filter((l) => l.trim() !== '')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-}
-
-export async function startTestAgent(options: Partial<AgentOptions> & Pick<AgentOptions, 'kasAddress' | 'token' | 'apiServer'>): Promise<{ agent: Agentk; logs: LogSink }> {
-  const logs = new LogSink();
+export async function startTestAgent(options: Partial<AgentOptions> & Pick<AgentOptions, 'kasAddress' | 'token' | 'apiServer'>): Promise<{ agent: Agentk; logs: LogCapture }> {
+  const logs = new LogCapture();
   const agent = await startAgentk({
     observabilityListenAddress: '127.0.0.1:0',
     backoff: { baseMs: 20, capMs: 200 },
