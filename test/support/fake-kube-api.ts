@@ -757,7 +757,6 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   server.on('secureConnection', track);
   server.on('request', onRequest);
   server.on('upgrade', onUpgrade);
-  server.on('clientError', (_err, socket) => socket.destroy());
   const port = await listenLoopback(server);
 
   const url = `${cert ? 'https' : 'http'}://127.0.0.1:${port}${prefix}`;

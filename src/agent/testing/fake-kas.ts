@@ -109,4 +109,3 @@ export class FakeKas {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
-
