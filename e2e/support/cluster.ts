@@ -16,6 +16,7 @@ import path from 'node:path';
 import { generateSelfSignedCertificate } from '../../src/shared/tls-cert.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { freePort } from '../../test/support/ports.js';
+import { waitFor } from '../../test/support/wait.js';
 
 export const KUBE_VERSION = 'v1.20.2';
 export const PROVISION_SCRIPT = 'e2e/provision.sh';
@@ -213,14 +214,13 @@ function parseJson(buf: Buffer): unknown {
   }
 }
 
-async function waitUntil(ready: () => Promise<boolean>, proc: ManagedProcess, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+/** waitFor, failing at once when the process it waits on exits. */
+function waitUntil(ready: () => Promise<boolean>, proc: ManagedProcess, what: string, timeoutMs: number): Promise<void> {
+  const check = async () => {
     if (!proc.running()) throw new Error(`${proc.name} exited while waiting for ${what}: ${proc.describe()}`);
-    if (await ready().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${proc.describe()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+    return ready().catch(() => false);
+  };
+  return waitFor(check, what, timeoutMs, { intervalMs: 200, describe: () => proc.describe() });
 }
 
 function plainGet(url: string): Promise<string> {
