@@ -28,6 +28,7 @@ import { WsTransport } from '../../src/shared/ws-transport.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { readAll } from '../support/streams.js';
 import { LogCapture } from '../support/logs.js';
+import { waitFor } from '../support/wait.js';
 import { proxyRequest, startStack, type Stack } from '../support/stack.js';
 import { hexSummary, openCase, rawCase, replyCase, sampleOne, validHello, type OpenCase, type RawCase, type ReplyCase } from './fuzz-inputs.js';
 
@@ -213,11 +214,9 @@ export class KasFuzzTarget {
     const connectionId = (welcome as { body: Head }).body.connectionId;
     // Only this session of agent 2 may be registered, so the request comes here.
     const registry = this.stack.kas.registry;
-    const start = Date.now();
-    while (!(registry.connections(2).length === 1 && registry.connections(2)[0]!.connectionId === connectionId)) {
-      if (Date.now() - start > 5000) return 'an earlier fuzz session of agent 2 stayed registered for 5 s after it closed';
-      await sleep(5);
-    }
+    const onlyThisSession = () => registry.connections(2).length === 1 && registry.connections(2)[0]!.connectionId === connectionId;
+    const registered = await waitFor(onlyThisSession, 'this session alone', 5000, { intervalMs: 5 }).then(() => true, () => false);
+    if (!registered) return 'an earlier fuzz session of agent 2 stayed registered for 5 s after it closed';
     const response = proxyRequest(this.stack, 'GET', '/api/v1/fuzz', { agentId: 2 }).then(
       async (res) => {
         try {
@@ -276,12 +275,8 @@ export class KasFuzzTarget {
 
   /** Waits until no fuzz session of agent 2 is left and nothing is buffered. */
   async settled(): Promise<string | null> {
-    const start = Date.now();
-    while (this.stack.kas.registry.connections(2).length > 0) {
-      if (Date.now() - start > 10_000) return `${this.stack.kas.registry.connections(2).length} fuzz session(s) of agent 2 were still registered 10 s after the last case`;
-      await sleep(20);
-    }
-    return null;
+    const gone = await waitFor(() => this.stack.kas.registry.connections(2).length === 0, 'no session of agent 2', 10_000, { intervalMs: 20 }).then(() => true, () => false);
+    return gone ? null : `${this.stack.kas.registry.connections(2).length} fuzz session(s) of agent 2 were still registered 10 s after the last case`;
   }
 
   async close(): Promise<void> {
