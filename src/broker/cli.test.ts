@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { stringify } from 'yaml';
+import { waitFor } from '../../test/support/wait.js';
 import { BUILD_INFO } from '../shared/version.js';
 import type { KasApp } from './app.js';
 import { EXIT_BAD_CONFIGURATION, EXIT_FAILURE, EXIT_OK, runKas, type KasCliIo } from './cli.js';
@@ -176,8 +177,7 @@ test('a whole run: a standalone configuration starts; a shutdown signal drains a
   });
   const path = writeConfig(standaloneConfig());
   const exit = runKas(['--config', path], t.io);
-  const deadline = Date.now() + 10_000;
-  while (started === null && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  await waitFor(() => started !== null, 'kas to start', 10_000, { describe: () => `stderr:\n${t.err}` });
   const app = started as KasApp | null;
   if (!app) throw new Error(`kas did not start within 10 s; stderr:\n${t.err}`);
   expect(Object.keys(app.addresses).sort()).toEqual(['agent', 'kubernetes_api', 'observability']);

@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
+import { readAll } from '../../test/support/streams.js';
 import { Session } from '../protocol/session.js';
 import { dialTunnelWebSocket, tunnelSocketSettings, TunnelWebSocketServer, type TunnelSocketLimits } from './tunnel-websocket.js';
 import type { WsTransport } from './ws-transport.js';
@@ -60,10 +61,7 @@ describe('accepting and dialing tunnel WebSockets', () => {
       });
       await client.ready;
       const stream = client.openStream({ t: 'ping' }, { end: true });
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      await once(stream, 'end');
-      expect(Buffer.concat(chunks).toString()).toBe('pong');
+      expect((await readAll(stream)).toString()).toBe('pong');
       client.close();
       server.close();
     } finally {

@@ -2,12 +2,12 @@
  * The real kubectl through kas (TLS, `--token pat:<id>:<token>`) and agentk to a fake Kubernetes
  * API server: get, watch, create/delete, exec over WebSocket and SPDY, port-forward.
  */
-import net from 'node:net';
 import path from 'node:path';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { rawHeaderValues } from '../support/headers.js';
-import { Kubectl, assertStdout, assertSucceeded, explain } from '../support/kubectl.js';
+import { KUBECTL_TIMEOUT_MS, Kubectl, assertStdout, assertSucceeded, explain } from '../support/kubectl.js';
 import { startStack, type Stack } from '../support/stack.js';
+import { echoThroughPort } from '../support/streams.js';
 
 let api: FakeKubeApi;
 let stack: Stack;
@@ -70,18 +70,7 @@ describe('kubectl through kas and agentk', () => {
     const pf = k.start(['port-forward', 'pod/demo', ':8080']);
     const m = await pf.waitFor(/Forwarding from 127\.0\.0\.1:(\d+) -> 8080/, 'the port-forward listener');
     const payload = Buffer.alloc(300 * 1024, 'p');
-    const echoed = await new Promise<Buffer>((resolve, reject) => {
-      const socket = net.connect(Number(m[1]), '127.0.0.1', () => socket.write(payload));
-      const chunks: Buffer[] = [];
-      let n = 0;
-      socket.on('data', (d: Buffer) => {
-        chunks.push(d);
-        n += d.length;
-        if (n >= payload.length) socket.end();
-      });
-      socket.on('error', reject);
-      socket.on('close', () => resolve(Buffer.concat(chunks)));
-    });
+    const echoed = await echoThroughPort(Number(m[1]), payload, KUBECTL_TIMEOUT_MS);
     expect(echoed.equals(payload)).toBe(true);
   });
 

@@ -12,6 +12,7 @@ import { testCertificate } from './certificate.js';
 import { FAKE_KUBERNETES_VERSION, startFakeKubeApi, type FakeKubeApi, type RecordedRequest } from './fake-kube-api.js';
 import { rawHeaderValues } from './headers.js';
 import { KUBECTL_TIMEOUT_MS, Kubectl, assertStdout, assertSucceeded, explain } from './kubectl.js';
+import { echoThroughPort } from './streams.js';
 import { waitFor } from './wait.js';
 
 let api: FakeKubeApi;
@@ -40,22 +41,7 @@ function newRequestsSince(count: number): RecordedRequest[] {
   return api.requests.slice(count);
 }
 
-async function echoThroughPortForward(port: number, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    let received = 0;
-    socket.on('connect', () => socket.write(payload));
-    socket.on('data', (d: Buffer) => {
-      chunks.push(d);
-      received += d.length;
-      if (received >= payload.length) socket.end();
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Buffer.concat(chunks)));
-    socket.setTimeout(KUBECTL_TIMEOUT_MS, () => socket.destroy(new Error(`no echo after ${KUBECTL_TIMEOUT_MS} ms (got ${received} of ${payload.length} bytes)`)));
-  });
-}
+const echoThroughPortForward = (port: number, payload: Buffer) => echoThroughPort(port, payload, KUBECTL_TIMEOUT_MS);
 
 describe('fake Kubernetes API server with the real kubectl', () => {
   test('get ns lists the namespaces, sending the bearer token', async () => {

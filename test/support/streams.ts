@@ -4,6 +4,7 @@
  * backpressure the same way.
  */
 import { once } from 'node:events';
+import net from 'node:net';
 import type { TunnelError } from '../../src/protocol/errors.js';
 import type { TunnelStream } from '../../src/protocol/stream.js';
 
@@ -68,4 +69,25 @@ export function collectText(stream: NodeJS.ReadableStream): TextCollector {
       return new Promise((resolve) => waiters.push({ want, resolve }));
     },
   };
+}
+
+/**
+ * Sends `payload` to an echo server on a loopback port (a port-forward's local end) and resolves with
+ * what came back once as many bytes as were sent have arrived; fails after `timeoutMs` without them.
+ */
+export function echoThroughPort(port: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let received = 0;
+    socket.on('connect', () => socket.write(payload));
+    socket.on('data', (d: Buffer) => {
+      chunks.push(d);
+      received += d.length;
+      if (received >= payload.length) socket.end();
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no echo after ${timeoutMs} ms (got ${received} of ${payload.length} bytes)`)));
+  });
 }
