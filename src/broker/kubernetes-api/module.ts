@@ -3,7 +3,7 @@
  * routed to a session of its agent (on this replica or another) and streamed through the tunnel.
  */
 import { AUTH } from '../auth/service.js';
-import { readTlsFiles } from '../configuration/tls-files.js';
+import { listenerTls } from '../configuration/tls-reloader.js';
 import { listenerModule } from '../listener-module.js';
 import { defineModule } from '../module.js';
 import { PEERS, REPLICA_STATE } from '../replicas/service.js';
@@ -21,15 +21,18 @@ export const kubernetesApiModule = defineModule({
     const metrics = new ProxyMetrics(ctx.metrics);
     const auth = services.get(AUTH);
     const router = new AgentRouter(ctx.agents, metrics, services.get(REPLICA_STATE).presence, services.get(PEERS));
+    const tls = listenerTls({ listener: 'kubernetes_api', keyPrefix: 'agent.kubernetes_api.listen', files: config.listen, metrics: ctx.metrics, logger: ctx.logger });
     const proxy = new KubernetesApiProxyServer({
       config,
-      tls: readTlsFiles('agent.kubernetes_api.listen', config.listen),
+      tls,
       corsOrigin: auth.corsOrigin,
       authenticator: auth.proxy,
       router,
       metrics,
       logger: ctx.logger,
     });
-    return listenerModule('kubernetes_api', proxy);
+    const module = listenerModule('kubernetes_api', proxy);
+    // Stop following the files first: the listener's server is closing.
+    return { ...module, stop: () => (tls?.close(), module.stop()) };
   },
 });

@@ -18,7 +18,7 @@ import type { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import { kubernetesStatusBody } from '../../shared/k8s-status.js';
 import type { Logger } from '../../shared/logger.js';
-import type { TlsPair } from '../configuration/tls-files.js';
+import type { ListenerTls } from '../configuration/tls-reloader.js';
 import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
 import type { KubernetesApiConfig } from './config.js';
 import type { ProxyMetrics } from './metrics.js';
@@ -30,8 +30,8 @@ import { Cancellation } from '../cancellation.js';
 
 export interface ProxyServerDeps {
   config: KubernetesApiConfig;
-  /** The certificate and key (read while kas is created), or null for plain HTTP. */
-  tls: TlsPair | null;
+  /** The certificate and key (read while kas is created, then followed for rotation), or null for plain HTTP. */
+  tls: ListenerTls | null;
   /** The one origin browsers may call from (GitLab's external URL), or null for no CORS. */
   corsOrigin: string | null;
   authenticator: ProxyAuthenticator;
@@ -96,8 +96,9 @@ export class KubernetesApiProxyServer {
     // A client may half-close (FIN after its request) and still read the reply: keep the socket
     // open for writing (TLS sockets close both ways by default) and let Node's HTTP layer finish the
     // response before ending it (by default it aborts the request on the client's FIN).
-    const server = tls ? https.createServer({ ...tls, ...checking, allowHalfOpen: true }) : http.createServer(checking);
+    const server = tls ? https.createServer({ ...tls.current, ...checking, allowHalfOpen: true }) : http.createServer(checking);
     (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    if (tls && server instanceof https.Server) tls.follow(server);
     server.headersTimeout = config.listen.headers_timeout;
     server.requestTimeout = 0;
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));

@@ -23,13 +23,13 @@ import type { AgentListenConfig, TunnelConfig } from './config.js';
 import type { TunnelMetrics } from './metrics.js';
 import type { AgentMeta, AgentRegistry } from './agent-registry.js';
 import { sessionOptionsFrom } from './session-options.js';
-import type { TlsPair } from '../configuration/tls-files.js';
+import type { ListenerTls } from '../configuration/tls-reloader.js';
 import { answerClientError } from '../client-error.js';
 
 export interface AgentListenerDeps {
   listen: AgentListenConfig;
-  /** The certificate and key (read while kas is created), or null for plain ws://. */
-  tls: TlsPair | null;
+  /** The certificate and key (read while kas is created, then followed for rotation), or null for plain ws://. */
+  tls: ListenerTls | null;
   tunnel: TunnelConfig;
   authenticator: AgentAuthenticator;
   registry: AgentRegistry;
@@ -90,7 +90,8 @@ export class AgentListener {
     // A client must send its whole upgrade request within headers_timeout (slow-header attacks);
     // Node checks that deadline every connectionsCheckingInterval, so that follows the timeout.
     const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, listen.headers_timeout / 4)) };
-    const server = tls ? https.createServer({ ...tls, ...checking }) : http.createServer(checking);
+    const server = tls ? https.createServer({ ...tls.current, ...checking }) : http.createServer(checking);
+    if (tls && server instanceof https.Server) tls.follow(server);
     server.headersTimeout = listen.headers_timeout;
     server.requestTimeout = Math.max(30_000, listen.headers_timeout);
     server.on('request', (_req, res) => {

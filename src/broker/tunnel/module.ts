@@ -4,7 +4,7 @@
  */
 import { BufferBudget } from '../../protocol/flow.js';
 import { AUTH } from '../auth/service.js';
-import { readTlsFiles } from '../configuration/tls-files.js';
+import { listenerTls } from '../configuration/tls-reloader.js';
 import { listenerModule } from '../listener-module.js';
 import { defineModule } from '../module.js';
 import { REPLICA_STATE } from '../replicas/service.js';
@@ -22,10 +22,11 @@ export const agentListenerModule = defineModule({
     ctx.agents.onChange(() => metrics.connectedAgents.set(ctx.agents.agentCount));
     const rateLimit = ctx.services.get(REPLICA_STATE).rateLimit;
     const limit = listen.connections_per_token_per_minute;
+    const tls = listenerTls({ listener: 'agent', keyPrefix: 'agent.listen', files: listen, metrics: ctx.metrics, logger: ctx.logger });
     const listener = new AgentListener({
       listen,
       tunnel,
-      tls: readTlsFiles('agent.listen', listen),
+      tls,
       authenticator: ctx.services.get(AUTH).agents,
       registry: ctx.agents,
       metrics,
@@ -33,6 +34,8 @@ export const agentListenerModule = defineModule({
       processBudget,
       connectionAllowed: (digest) => rateLimit.allow(digest, limit),
     });
-    return listenerModule('agent', listener);
+    const module = listenerModule('agent', listener);
+    // Stop following the files first: the listener's server is closing.
+    return { ...module, stop: () => (tls?.close(), module.stop()) };
   },
 });
