@@ -32,6 +32,8 @@ export interface AgentOptions {
   token: string;
   /** PEM CA certificates to trust for wss:// (default: the system roots). */
   kasCaCert?: string | Buffer;
+  /** The file kasCaCert was read from, followed for rotation (new dials use the new CA). */
+  kasCaCertFile?: string;
   /** Extra headers of the WebSocket upgrade request. */
   kasHeaders?: HeaderPair[];
   /** Sessions to keep open to kas (default 2). */
@@ -135,6 +137,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
           token: options.token,
           kasHeaders: options.kasHeaders ?? [],
           kasCaCert: options.kasCaCert,
+          kasCaCertFile: options.kasCaCertFile,
           connections: options.kasConnections ?? 2,
           hello,
           handlers: ctx.handlers,

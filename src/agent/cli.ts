@@ -56,6 +56,7 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     kasAddress: flags.kasAddress,
     token,
     kasCaCert,
+    kasCaCertFile: flags.kasCaCertFile,
     kasHeaders: flags.kasHeaders,
     kasConnections: flags.kasConnections,
     observabilityListenAddress: flags.observabilityListenAddress,

@@ -3,7 +3,8 @@
  * in-cluster service account (KubeConfig.loadFromCluster) or from a kubeconfig file and context
  * (outside a cluster); requests go out through node:http(s) with one keep-alive Agent, with the
  * agent's own credentials. Token files (the projected service account token) are re-read so a
- * rotated token is picked up.
+ * rotated token is picked up; a CA file (the service account's ca.crt) is followed so new
+ * connections trust a rotated CA.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -13,11 +14,16 @@ import { isIPv6 } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import type { FileReloader } from '../../shared/file-reloader.js';
 import type { Logger } from '../../shared/logger.js';
+import { followCaFile } from '../ca-file.js';
 import { AgentConfigError } from '../config-error.js';
+import type { AgentMetrics } from '../observability/metrics.js';
 
 export interface ApiServerTls {
   ca?: Buffer;
+  /** The file `ca` was read from (in-cluster ca.crt, a kubeconfig's certificate-authority): followed for rotation. */
+  caFile?: string;
   cert?: Buffer;
   key?: Buffer;
   rejectUnauthorized: boolean;
@@ -93,6 +99,7 @@ export function loadApiServerConfig(options: { kubeconfig?: string; context?: st
   const tls: ApiServerTls = { rejectUnauthorized: !cluster.skipTLSVerify };
   const ca = readPem(key, 'CA certificate', cluster.caFile, cluster.caData);
   if (ca) tls.ca = ca;
+  if (ca && cluster.caFile) tls.caFile = cluster.caFile;
   if (cluster.tlsServerName) tls.servername = cluster.tlsServerName;
   const cert = readPem(key, 'client certificate', user?.certFile, user?.certData);
   const clientKey = readPem(key, 'client key', user?.keyFile, user?.keyData);
@@ -216,10 +223,17 @@ export class ApiServerClient {
   private readonly agent: http.Agent;
   private readonly secure: boolean;
   private readonly credentials: ApiServerCredentials;
+  /**
+   * The CA to trust, passed with each request rather than to the Agent: the Agent pools connections
+   * by their TLS options, so after a rotation new requests open connections with the new CA while
+   * live ones (watches) go on. Kept as a string: the Agent appends it to its pool key per request.
+   */
+  private ca: { pem: Buffer; text: string } | undefined;
+  private readonly caFile: FileReloader<Buffer> | null;
   /** The parts of every request's options that never change (worked out once, not per request). */
   private readonly target: Pick<http.RequestOptions, 'protocol' | 'hostname' | 'family' | 'port'>;
 
-  constructor(config: ApiServerConfig, options: { logger: Logger; tokenRefreshMs?: number }) {
+  constructor(config: ApiServerConfig, options: { logger: Logger; tokenRefreshMs?: number; metrics?: AgentMetrics; caPollMs?: number }) {
     this.url = config.url;
     this.basePath = config.url.pathname.replace(/\/+$/, '');
     this.secure = config.url.protocol === 'https:';
@@ -232,8 +246,14 @@ export class ApiServerClient {
     };
     const tls = config.tls;
     this.agent = this.secure
-      ? new https.Agent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized, servername: tls.servername })
+      ? new https.Agent({ keepAlive: true, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized, servername: tls.servername })
       : new http.Agent({ keepAlive: true });
+    this.ca = this.secure && tls.ca ? { pem: tls.ca, text: tls.ca.toString('latin1') } : undefined;
+    this.caFile =
+      this.secure && tls.ca && tls.caFile && options.metrics
+        ? followCaFile({ file: 'api_server_ca', path: tls.caFile, source: `${config.source} certificate authority`, initial: tls.ca, metrics: options.metrics, logger: options.logger, pollMs: options.caPollMs })
+        : null;
+    this.caFile?.start();
     this.credentials = new ApiServerCredentials(config.auth, { logger: options.logger, refreshMs: options.tokenRefreshMs });
   }
 
@@ -249,6 +269,7 @@ export class ApiServerClient {
     if (authorization) flat.push('Authorization', authorization);
     const t = this.target;
     return {
+      ...(this.secure && { ca: this.currentCa() }),
       protocol: t.protocol,
       hostname: t.hostname,
       family: t.family,
@@ -259,6 +280,12 @@ export class ApiServerClient {
       agent: this.agent,
       setHost: false,
     };
+  }
+
+  private currentCa(): string | undefined {
+    const pem = this.caFile?.current;
+    if (pem && pem !== this.ca?.pem) this.ca = { pem, text: pem.toString('latin1') };
+    return this.ca?.text;
   }
 
   /** Starts a request; the caller writes the body and handles every event. Throws on invalid headers. */
@@ -300,6 +327,7 @@ export class ApiServerClient {
   }
 
   close(): void {
+    this.caFile?.close();
     this.agent.destroy();
   }
 }

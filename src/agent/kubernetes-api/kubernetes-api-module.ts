@@ -31,7 +31,7 @@ export class KubernetesApiModule implements AgentkModule {
 
   constructor(options: KubernetesApiOptions) {
     this.options = options;
-    this.client = new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs });
+    this.client = new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs, metrics: options.metrics });
     this.forwarder = new ApiServerForwarder(this.client, options.metrics);
     options.handlers.register(HTTP_STREAM, (stream, logger) => this.forwarder.handle(stream, logger));
   }

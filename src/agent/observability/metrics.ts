@@ -17,6 +17,10 @@ export class AgentMetrics {
   readonly streamsServed: Counter<'outcome'>;
   /** Body and raw bytes relayed by the Kubernetes API proxy: request (to the API server) and response. */
   readonly bytesRelayed: Counter<'direction'>;
+  /** CA files reloaded after they changed, by file: kas_ca (--kas-ca-cert-file) or api_server_ca. */
+  readonly tlsReloads: Counter<'file'>;
+  /** Changed CA files that were not usable (the previous CA was kept), by file. */
+  readonly tlsReloadErrors: Counter<'file'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
@@ -25,5 +29,7 @@ export class AgentMetrics {
     this.connectAttempts = new Counter({ name: 'agentk_tunnel_connect_attempts_total', help: 'Attempts to connect to kas, by result (ok, unauthorized, refused, error).', labelNames: ['result'], registers });
     this.streamsServed = new Counter({ name: 'agentk_streams_served_total', help: 'Streams served for kas, by outcome.', labelNames: ['outcome'], registers });
     this.bytesRelayed = new Counter({ name: 'agentk_kubernetes_api_bytes_total', help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).', labelNames: ['direction'], registers });
+    this.tlsReloads = new Counter({ name: 'agentk_tls_reloads_total', help: 'CA files reloaded after they changed, by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
+    this.tlsReloadErrors = new Counter({ name: 'agentk_tls_reload_errors_total', help: 'Changed CA files that were not usable (the previous CA was kept), by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
   }
 }

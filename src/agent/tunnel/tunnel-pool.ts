@@ -15,7 +15,9 @@ import { BufferBudget } from '../../protocol/flow.js';
 import type { SessionLimits, SessionTuning } from '../../protocol/limits.js';
 import { Session } from '../../protocol/session.js';
 import { LogFields, type Logger } from '../../shared/logger.js';
+import { followCaFile } from '../ca-file.js';
 import type { AgentMetrics } from '../observability/metrics.js';
+import type { FileReloader } from '../../shared/file-reloader.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { KasRefusedError, dialKas } from './kas-dialer.js';
 import type { StreamHandlers } from './stream-handlers.js';
@@ -24,7 +26,12 @@ export interface TunnelPoolOptions {
   kasAddress: URL;
   token: string;
   kasHeaders: readonly HeaderPair[];
+  /** PEM CA certificates to trust for wss:// instead of the system roots (as read at start). */
   kasCaCert?: string | Buffer;
+  /** The file kasCaCert was read from: followed, so a rotated CA is used from the next dial on. */
+  kasCaCertFile?: string;
+  /** How often the CA file's stat is checked besides watch events, ms (default 10 s). */
+  caPollMs?: number;
   /** Sessions to keep open. */
   connections: number;
   /** The handshake body besides the features (agent version, pod, Kubernetes version); asked at each dial. */
@@ -63,9 +70,15 @@ export class TunnelPool {
   private loops: Promise<void>[] = [];
   private stopping = false;
   private started = false;
+  /** The kas CA file, followed while the pool runs; null when there is no such file. */
+  private readonly kasCa: FileReloader<Buffer> | null;
 
   constructor(options: TunnelPoolOptions) {
     this.options = options;
+    this.kasCa =
+      options.kasCaCertFile !== undefined && options.kasCaCert !== undefined
+        ? followCaFile({ file: 'kas_ca', path: options.kasCaCertFile, source: '--kas-ca-cert-file', initial: Buffer.from(options.kasCaCert), metrics: options.metrics, logger: options.logger, pollMs: options.caPollMs })
+        : null;
     this.processBudget = new BufferBudget(options.processBufferLimit ?? DEFAULT_PROCESS_BUFFER_LIMIT);
   }
 
@@ -82,12 +95,14 @@ export class TunnelPool {
   start(): void {
     if (this.started) throw new Error('the tunnel pool was already started');
     this.started = true;
+    this.kasCa?.start();
     for (let slot = 0; slot < this.options.connections; slot++) this.loops.push(this.runSlot(slot));
   }
 
   /** Drains every session (in-flight streams get `graceMs`), then closes everything. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    this.kasCa?.close();
     for (const s of this.sleeps) {
       clearTimeout(s.timer);
       s.wake();
@@ -141,7 +156,8 @@ export class TunnelPool {
           url: o.kasAddress,
           token: o.token,
           headers: o.kasHeaders,
-          ca: o.kasCaCert,
+          // Each dial trusts the CA file as it is now (rotation); live sessions keep their socket.
+          ca: this.kasCa?.current ?? o.kasCaCert,
           limits: o.limits,
           tuning: o.tuning,
           handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
