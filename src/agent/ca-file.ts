@@ -35,6 +35,7 @@ export function followCaFile(options: CaFileOptions): FileReloader<Buffer> {
   return new FileReloader<Buffer>({
     paths: [path],
     initial: options.initial,
+    initialContents: [options.initial],
     load: ([pem]) => {
       try {
         checkCaBundle(pem!);

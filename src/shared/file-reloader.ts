@@ -17,6 +17,8 @@ export interface FileReloaderOptions<T> {
   paths: readonly string[];
   /** The value the files held when they were first read (at start, where a bad file is a configuration error). */
   initial: T;
+  /** What the files held then, in `paths` order: a later event that leaves them so reloads nothing. */
+  initialContents?: readonly Buffer[];
   /**
    * Builds the value from the files' contents. Throws an Error whose message says what is wrong and
    * names the configuration key (or flag) of the file, for the log line.
@@ -50,7 +52,7 @@ export class FileReloader<T> {
   private value: T;
   private signatures: string[];
   /** The contents last read (valid or not): an event that changed nothing in them reloads nothing. */
-  private lastContents: Buffer[] | null = null;
+  private lastContents: readonly Buffer[] | null;
   private readonly watchers: FSWatcher[] = [];
   private poll: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
@@ -59,6 +61,7 @@ export class FileReloader<T> {
   constructor(options: FileReloaderOptions<T>) {
     this.options = options;
     this.value = options.initial;
+    this.lastContents = options.initialContents ?? null;
     this.signatures = options.paths.map(signature);
   }
 

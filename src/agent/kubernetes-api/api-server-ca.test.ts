@@ -14,7 +14,7 @@ import { testCertificate } from '../../../test/support/certificate.js';
 import { LogCapture } from '../../../test/support/logs.js';
 import { waitFor } from '../../../test/support/wait.js';
 import { AgentMetrics } from '../observability/metrics.js';
-import { ApiServerClient } from './api-server.js';
+import { ApiServerClient, loadApiServerConfig } from './api-server.js';
 
 let dir: string;
 let server: https.Server;
@@ -88,4 +88,31 @@ test('new connections to the API server trust a rotated CA file; a broken one ke
   } finally {
     client.close();
   }
+});
+
+test('a kubeconfig certificate-authority file is remembered to be followed; embedded data is not a file', () => {
+  writeFileSync(join(dir, 'ca.crt'), certA.cert);
+  const kubeconfig = (cluster: string) => {
+    const file = join(dir, 'config');
+    writeFileSync(file, `apiVersion: v1
+kind: Config
+clusters:
+- name: one
+  cluster: {server: 'https://127.0.0.1:6443', ${cluster}}
+contexts:
+- name: a
+  context: {cluster: one, user: u}
+current-context: a
+users:
+- name: u
+  user: {token: t}
+`);
+    return file;
+  };
+  const fromFile = loadApiServerConfig({ kubeconfig: kubeconfig('certificate-authority: ca.crt') });
+  expect(fromFile.tls.caFile).toBe(join(dir, 'ca.crt'));
+  expect(fromFile.tls.ca?.toString()).toBe(certA.cert);
+  const embedded = loadApiServerConfig({ kubeconfig: kubeconfig(`certificate-authority-data: ${Buffer.from(certA.cert).toString('base64')}`) });
+  expect(embedded.tls.caFile).toBeUndefined();
+  expect(embedded.tls.ca?.toString()).toBe(certA.cert);
 });

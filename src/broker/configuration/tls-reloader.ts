@@ -64,6 +64,7 @@ export function listenerTls(options: ListenerTlsOptions): ListenerTls | null {
   const reloader = new FileReloader<TlsPair>({
     paths: [options.files.certificate_file!, options.files.key_file!],
     initial,
+    initialContents: [initial.cert, initial.key],
     load: ([cert, key]) => checkTlsPair(keyPrefix, { cert: cert!, key: key! }),
     onReload: (pair) => {
       server?.setSecureContext({ cert: pair.cert, key: pair.key });
