@@ -4,7 +4,7 @@
  * connections (live ones keep the certificate they were opened with); an invalid one keeps the pair
  * in use, logs a warning naming the keys and counts `kas_tls_reload_errors_total{listener}`.
  */
-import type tls from 'node:tls';
+import tls from 'node:tls';
 import { Counter, type Registry } from 'prom-client';
 import { FileReloader } from '../../shared/file-reloader.js';
 import type { Logger } from '../../shared/logger.js';
@@ -18,6 +18,11 @@ export const TLS_POLL_MS = 10_000;
 export interface ListenerTls {
   /** The pair in use now. */
   readonly current: TlsPair;
+  /**
+   * A secure context of the pair in use now, for code that makes TLS sockets itself (a listener
+   * that looks at the first byte before TLS): read it per connection.
+   */
+  readonly secureContext: tls.SecureContext;
   /** Follows the files from now on, putting each valid new pair into `server` (its new connections). */
   follow(server: tls.Server): void;
   /** Stops following the files. */
@@ -61,6 +66,7 @@ export function listenerTls(options: ListenerTlsOptions): ListenerTls | null {
   reloads.inc({ listener }, 0);
   errors.inc({ listener }, 0);
   let server: tls.Server | null = null;
+  let context = { pair: initial, secureContext: tls.createSecureContext({ cert: initial.cert, key: initial.key }) };
   const reloader = new FileReloader<TlsPair>({
     paths: [options.files.certificate_file!, options.files.key_file!],
     initial,
@@ -78,6 +84,11 @@ export function listenerTls(options: ListenerTlsOptions): ListenerTls | null {
   return {
     get current() {
       return reloader.current;
+    },
+    get secureContext() {
+      const pair = reloader.current;
+      if (context.pair !== pair) context = { pair, secureContext: tls.createSecureContext({ cert: pair.cert, key: pair.key }) };
+      return context.secureContext;
     },
     follow(s) {
       server = s;

@@ -98,13 +98,14 @@ export class KubernetesApiProxyServer {
     // response before ending it (by default it aborts the request on the client's FIN).
     const server = tls ? https.createServer({ ...tls.current, ...checking, allowHalfOpen: true }) : http.createServer(checking);
     (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-    if (tls && server instanceof https.Server) tls.follow(server);
     server.headersTimeout = config.listen.headers_timeout;
     server.requestTimeout = 0;
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.track(this.onUpgrade(req, socket, head)));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
     this.boundAddress = await listenOn(server, parseListenAddress(config.listen.address)!);
+    // Rotated certificate files go into the server from now on (new connections get them).
+    if (tls && server instanceof https.Server) tls.follow(server);
     this.server = server;
     return this.boundAddress;
   }

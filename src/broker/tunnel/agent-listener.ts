@@ -91,7 +91,6 @@ export class AgentListener {
     // Node checks that deadline every connectionsCheckingInterval, so that follows the timeout.
     const checking = { connectionsCheckingInterval: Math.min(30_000, Math.max(100, listen.headers_timeout / 4)) };
     const server = tls ? https.createServer({ ...tls.current, ...checking }) : http.createServer(checking);
-    if (tls && server instanceof https.Server) tls.follow(server);
     server.headersTimeout = listen.headers_timeout;
     server.requestTimeout = Math.max(30_000, listen.headers_timeout);
     server.on('request', (_req, res) => {
@@ -101,6 +100,8 @@ export class AgentListener {
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
     this.boundAddress = await listenOn(server, parseListenAddress(listen.address)!);
+    // Rotated certificate files go into the server from now on (new connections get them).
+    if (tls && server instanceof https.Server) tls.follow(server);
     this.server = server;
     return this.boundAddress;
   }
