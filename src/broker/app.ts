@@ -107,7 +107,7 @@ export class KasApp {
       this.logger.info({ delayMs }, 'not ready; still serving until the shutdown delay ends');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delayMs);
-        // stop() during the delay (a second signal, a failed start) ends the wait at once.
+        // stop() during the delay (an embedder or a test giving up on the grace) ends the wait at once.
         this.endDelay = () => {
           clearTimeout(timer);
           resolve();
