@@ -253,6 +253,10 @@ function checkKas(objects: K8sObject[], values: Values) {
   }
   const grace = podSpec(objects).terminationGracePeriodSeconds ?? 30;
   if (grace * 1000 <= config.agent.tunnel.drain_grace) throw new Error(`terminationGracePeriodSeconds ${grace} is not above drain_grace ${config.agent.tunnel.drain_grace} ms`);
+  // After SIGTERM kas serves for shutdown_delay, then drains: the kubelet must wait for both.
+  if (grace * 1000 <= config.shutdown_delay + config.agent.tunnel.drain_grace) {
+    throw new Error(`terminationGracePeriodSeconds ${grace} is not above shutdown_delay ${config.shutdown_delay} ms + drain_grace ${config.agent.tunnel.drain_grace} ms`);
+  }
   return config;
 }
 
@@ -274,6 +278,8 @@ const kasCases: Array<{ name: string; values: Values; check: (objects: K8sObject
     check(objects, values) {
       const config = checkKas(objects, values);
       expect(config.standalone.agents).toEqual([]);
+      // An ingress sends new connections to a terminating pod for a moment: kas keeps serving 5 s.
+      expect(config.shutdown_delay).toBe(parseDuration('5s'));
       expect(objects.some((o) => o.kind === 'Ingress' || o.kind === 'PodDisruptionBudget')).toBe(false);
     },
   },
@@ -355,6 +361,16 @@ const kasCases: Array<{ name: string; values: Values; check: (objects: K8sObject
       findObject(objects, 'ServiceMonitor');
     },
   },
+  {
+    name: 'longer shutdown delay, grace period above delay + drain grace',
+    values: { standalone: kasStandalone, config: { shutdownDelaySeconds: 15, drainGraceSeconds: 20 }, terminationGracePeriodSeconds: 40 },
+    check(objects, values) {
+      const config = checkKas(objects, values);
+      expect(config.shutdown_delay).toBe(parseDuration('15s'));
+      expect(config.agent.tunnel.drain_grace).toBe(parseDuration('20s'));
+      expect(podSpec(objects).terminationGracePeriodSeconds).toBe(40);
+    },
+  },
 ];
 
 const SERVICE_MONITOR_CRD = {
@@ -434,6 +450,7 @@ describe('helm refuses values that cannot work', () => {
     { chart: 'agentk', values: { config: { kasAddress: KAS_ADDRESS } }, message: /set config\.token .* or config\.secretName/ },
     { chart: 'agentk', values: { ...agentkBase, config: { ...agentkBase.config, kasConnections: 0 } }, message: /kasConnections must be from 1 to 64/ },
     { chart: 'kas', values: { config: { drainGraceSeconds: 60 } }, message: /terminationGracePeriodSeconds \(45\) must be above config\.drainGraceSeconds \(60\)/ },
+    { chart: 'kas', values: { config: { shutdownDelaySeconds: 15 } }, message: /terminationGracePeriodSeconds \(45\) must be above config\.drainGraceSeconds \(30\) plus config\.shutdownDelaySeconds \(15\)/ },
     { chart: 'kas', values: { standalone: { agents: [{ id: 1, name: 'Not_A_Label', token: 't' }] } }, message: /not a DNS label/ },
     { chart: 'kas', values: { standalone: { ...kasStandalone, proxyTokens: [{ name: 'x', token: 't', agents: [9] }] } }, message: /agent 9 is not in standalone\.agents/ },
     { chart: 'kas', values: { standalone: kasStandalone, replicas: 3 }, message: /several kas replicas need redis\.address/ },

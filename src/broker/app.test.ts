@@ -67,6 +67,22 @@ describe('KasApp runs the modules of its list', () => {
     await shutdown;
   });
 
+  test('shutdown_delay: not ready at once, no module drains until the delay ends; stop() during the delay ends it', async () => {
+    const events: string[] = [];
+    const app = new KasApp({ config: validateConfig({ shutdown_delay: '10m' }), logger, modules: [recording('a', events)] });
+    await app.start();
+    let done = false;
+    const shutdown = app.shutdown(5).then(() => (done = true));
+    expect(app.readinessProblems()).toEqual(['shutting down']);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(events).toEqual(['start a']);
+    expect(done).toBe(false);
+    // A delay of ten minutes: only stop() can end this within the test's time.
+    await app.stop();
+    await shutdown;
+    expect(events).toEqual(['start a', 'stop a']);
+  });
+
   test('the default list: every listener is started and its address recorded', async () => {
     const config = validateConfig({
       agent: { listen: { address: '127.0.0.1:0' }, kubernetes_api: { listen: { address: '127.0.0.1:0' } } },

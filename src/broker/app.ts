@@ -39,6 +39,8 @@ export class KasApp {
   private readonly modules: Created[] = [];
   private started: Created[] = [];
   private state: 'new' | 'starting' | 'running' | 'shutting down' = 'new';
+  /** Ends a running shutdown delay early (set only while shutdown() waits it out). */
+  private endDelay: (() => void) | null = null;
 
   /** Creates every module; throws ConfigError (naming the key) when a file or setting is wrong. */
   constructor(options: KasAppOptions) {
@@ -92,10 +94,27 @@ export class KasApp {
     if (this.state === 'starting') this.state = 'running';
   }
 
-  /** Graceful shutdown: not ready, drain agents and in-flight requests (at most graceMs), then stop. */
-  async shutdown(graceMs = this.config.agent.tunnel.drain_grace): Promise<void> {
+  /**
+   * Graceful shutdown: not ready at once; then, for delayMs (`shutdown_delay`), everything keeps
+   * accepting and serving, because an ingress removes the endpoint only after it sees /readiness
+   * fail and sends new connections here until then; then drain agents and in-flight requests (at
+   * most graceMs) and stop. A second call while one runs does nothing.
+   */
+  async shutdown(graceMs = this.config.agent.tunnel.drain_grace, delayMs = this.config.shutdown_delay): Promise<void> {
     if (this.state === 'shutting down') return;
     this.state = 'shutting down';
+    if (delayMs > 0) {
+      this.logger.info({ delayMs }, 'not ready; still serving until the shutdown delay ends');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        // stop() during the delay (an embedder or a test giving up on the grace) ends the wait at once.
+        this.endDelay = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.endDelay = null;
+    }
     this.logger.info({ graceMs }, 'shutting down');
     await Promise.all(this.started.map(({ module }) => module.drain?.(graceMs)));
     await this.stop();
@@ -104,6 +123,7 @@ export class KasApp {
   /** Stops every started module, in reverse order of starting. */
   async stop(): Promise<void> {
     this.state = 'shutting down';
+    this.endDelay?.();
     const started = this.started.reverse();
     this.started = [];
     for (const { module } of started) await module.stop();

@@ -191,3 +191,33 @@ test('a whole run: a standalone configuration starts; a shutdown signal drains a
   expect(t.logs.some((e) => e.msg === 'signal received: draining' && e.signal === 'SIGTERM')).toBe(true);
   expect(t.err).toBe('');
 }, 15_000);
+
+test('with shutdown_delay, a SIGTERM turns kas not ready at once while it keeps serving; a second signal during the delay exits at once', async () => {
+  let shutdown: (signal: string) => void = () => {};
+  let started: KasApp | null = null;
+  const t = io({
+    onShutdownSignal: (handler) => {
+      shutdown = handler;
+      return () => {};
+    },
+    onStarted: (app) => (started = app),
+  });
+  // A delay far longer than the test: only the second signal can end the run in time.
+  const path = writeConfig(standaloneConfig({ shutdown_delay: '10m' }));
+  const exit = runKas(['--config', path], t.io);
+  await waitFor(() => started !== null, 'kas to start', 10_000, { describe: () => `stderr:\n${t.err}` });
+  const app = started as KasApp | null;
+  if (!app) throw new Error(`kas did not start within 10 s; stderr:\n${t.err}`);
+  try {
+    shutdown('SIGTERM');
+    expect(await httpStatus(app.addresses.observability!, '/readiness')).toBe(503);
+    expect(await httpStatus(app.addresses.observability!, '/liveness')).toBe(200);
+    // The proxy listener still accepts and answers (401: no credentials), during the delay.
+    expect(await httpStatus(app.addresses.kubernetes_api!, '/api/v1/namespaces')).toBe(401);
+    shutdown('SIGINT');
+    expect(await exit).toBe(EXIT_FAILURE);
+    expect(t.logs.some((e) => e.msg === 'second signal: exiting now' && e.signal === 'SIGINT')).toBe(true);
+  } finally {
+    await app.stop();
+  }
+}, 15_000);

@@ -1,6 +1,7 @@
 /**
- * kas as a program: flags in, exit code out. 0 after a clean shutdown (SIGTERM or SIGINT: agents and
- * in-flight requests are drained, then everything closes), --help or --version; 1 when kas cannot
+ * kas as a program: flags in, exit code out. 0 after a clean shutdown (SIGTERM or SIGINT: not ready
+ * at once, serving on for shutdown_delay, then agents and in-flight requests are drained and
+ * everything closes), --help or --version; 1 when kas cannot
  * run; 2 for bad flags or configuration, found before anything listens (the message names the flag
  * or key and what was expected). main.ts only calls this.
  */
@@ -27,7 +28,8 @@ Options:
   --version          print the version and exit
   --help             print this help and exit
 
-Signals: SIGTERM or SIGINT drains agents and in-flight requests, then exits 0.
+Signals: SIGTERM or SIGINT turns kas not ready, keeps serving for shutdown_delay (default 0s),
+then drains agents and in-flight requests and exits 0; a second signal exits at once.
 Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad flags or configuration.
 `;
 

@@ -53,8 +53,12 @@ interface in the pod on kas's default ports; the Service and the probes use thos
 {{- if and (gt (int .Values.replicas) 1) (not (include "kas.redis" .)) }}
 {{- fail (printf "replicas is %v: several kas replicas need redis.address (or redis.sentinel), so that a request reaches its agent through any replica" .Values.replicas) }}
 {{- end }}
-{{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.config.drainGraceSeconds) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be above config.drainGraceSeconds (%v), or the kubelet kills kas while it drains" .Values.terminationGracePeriodSeconds .Values.config.drainGraceSeconds) }}
+{{- if lt (int .Values.config.shutdownDelaySeconds) 0 }}
+{{- fail (printf "config.shutdownDelaySeconds must be 0 or more, got %v" .Values.config.shutdownDelaySeconds) }}
+{{- end }}
+{{- /* After SIGTERM kas serves for the delay, then drains for up to the drain grace: the kubelet must wait for both. */}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.config.drainGraceSeconds) (int .Values.config.shutdownDelaySeconds)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be above config.drainGraceSeconds (%v) plus config.shutdownDelaySeconds (%v), or the kubelet kills kas while it drains" .Values.terminationGracePeriodSeconds .Values.config.drainGraceSeconds .Values.config.shutdownDelaySeconds) }}
 {{- end }}
 {{- $prefix := .Values.kubernetesApi.urlPathPrefix }}
 {{- if not (and (hasPrefix "/" $prefix) (hasSuffix "/" $prefix)) }}
@@ -89,6 +93,7 @@ interface in the pod on kas's default ports; the Service and the probes use thos
 {{- $proxyTokens = append $proxyTokens (dict "token_file" (printf "/etc/kas/secrets/proxy-%s.token" .name) "agents" $ids "access_as" (default (dict "agent" (dict)) .accessAs)) }}
 {{- end }}
 {{- $config := dict
+  "shutdown_delay" (printf "%ds" (int .Values.config.shutdownDelaySeconds))
   "agent" (dict
     "listen" (merge (dict "address" "0.0.0.0:8150" "max_connection_age" .Values.config.maxConnectionAge) $tls)
     "tunnel" (dict "drain_grace" (printf "%ds" (int .Values.config.drainGraceSeconds)))
