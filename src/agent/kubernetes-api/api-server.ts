@@ -1,9 +1,9 @@
 /**
  * The one upstream agentk talks to: its own cluster's API server. The configuration comes from a
- * kubeconfig and context (`--kubeconfig`, KUBECONFIG or ~/.kube/config: kubeconfig.ts has the rules)
- * or from the in-cluster service account (KubeConfig.loadFromCluster); requests go out through node:http(s) with one keep-alive Agent, with the
- * agent's own credentials. Token files (the projected service account token) are re-read so a
- * rotated token is picked up.
+ * kubeconfig and context (`--kubeconfig`, KUBECONFIG or ~/.kube/config: kubeconfig.ts has the
+ * rules) or from the in-cluster service account (KubeConfig.loadFromCluster); requests go out
+ * through node:http(s) with one keep-alive Agent, with the agent's own credentials. Token files
+ * (the projected service account token) are re-read so a rotated token is picked up.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
