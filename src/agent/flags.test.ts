@@ -52,6 +52,10 @@ describe('parseFlags', () => {
     expect(f.observabilityListenAddress).toEqual({ host: '::1', port: 0 });
   });
 
+  test('--context without --kubeconfig is taken: KUBECONFIG or ~/.kube/config may hold it (in a cluster loadApiServerConfig refuses it)', () => {
+    expect(run('--kas-address', 'wss://k/', '--context', 'dev')).toMatchObject({ kubeconfig: undefined, context: 'dev' });
+  });
+
   test('--help wins over everything else, even missing required flags', () => {
     expect(parseFlags(['--help'])).toEqual({ command: 'help' });
     expect(parseFlags(['--kas-connections', '3', '--help'])).toEqual({ command: 'help' });
@@ -74,7 +78,6 @@ describe('parseFlags', () => {
     [['--kas-address', 'wss://k/', '--observability-listen-address', '8080'], '--observability-listen-address', 'host:port'],
     [['--kas-address', 'wss://k/', '--observability-listen-address', ':70000'], '--observability-listen-address', 'host:port'],
     [['--kas-address', 'wss://k/', '--log-level', 'loud'], '--log-level', 'one of'],
-    [['--kas-address', 'wss://k/', '--context', 'dev'], '--context', 'needs --kubeconfig'],
     [['--kas-address', 'wss://k/', '--token-file', ''], '--token-file', 'must not be empty'],
     [['--kas-address', 'wss://k/', '--kas-address', 'wss://j/'], '--kas-address', 'more than once'],
     [['--kas-address', 'wss://k/', '--kas-adress', 'x'], '--kas-adress', 'unknown flag'],
@@ -119,6 +122,6 @@ describe('helpText', () => {
     for (const flag of ['--kas-address', '--token-file', '--kas-ca-cert-file', '--kas-header', '--kas-connections', '--observability-listen-address', '--kubeconfig', '--context', '--log-level', '--help']) {
       expect(text).toContain(flag);
     }
-    for (const word of ['AGENTK_TOKEN', 'POD_NAME', 'POD_NAMESPACE', 'Exit codes']) expect(text).toContain(word);
+    for (const word of ['AGENTK_TOKEN', 'KUBECONFIG', 'KUBERNETES_SERVICE_HOST', '.kube/config', 'POD_NAME', 'POD_NAMESPACE', 'Exit codes']) expect(text).toContain(word);
   });
 });

@@ -4,6 +4,7 @@
  * turns it into exit code 2.
  */
 import { readFileSync } from 'node:fs';
+import { delimiter } from 'node:path';
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS } from '../shared/logger.js';
 import type { LevelWithSilent } from 'pino';
@@ -46,8 +47,8 @@ const FLAGS: Record<string, FlagSpec> = {
   'kas-header': { type: 'string', multiple: true, value: '"Name: value"', help: 'extra header for the connection to kas; repeatable' },
   'kas-connections': { type: 'string', value: 'N', help: `connections to keep open to kas (default ${DEFAULT_KAS_CONNECTIONS})` },
   'observability-listen-address': { type: 'string', value: 'HOST:PORT', help: `listener of /metrics, /liveness, /readiness (default ${DEFAULT_OBSERVABILITY_LISTEN_ADDRESS}; port 0 picks a free port)` },
-  kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig to reach the API server when not running in a cluster' },
-  context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: its current context)' },
+  kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig to reach the API server (default: KUBECONFIG, else in a cluster its service account, else ~/.kube/config)' },
+  context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: the kubeconfig\'s current context)' },
   'log-level': { type: 'string', value: 'LEVEL', help: `one of ${LOG_LEVELS.join(', ')} (default info)` },
   help: { type: 'boolean', help: 'print this help and exit' },
 };
@@ -72,6 +73,10 @@ export function helpText(): string {
     '',
     'Environment:',
     '  AGENTK_TOKEN      the agent token, when --token-file is absent',
+    `  KUBECONFIG        kubeconfig files separated by "${delimiter}" (merged), when --kubeconfig is absent`,
+    '  KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT',
+    '                    set in every pod: without --kubeconfig or KUBECONFIG, agentk uses the pod\'s service account',
+    '  HOME              outside a cluster, without --kubeconfig or KUBECONFIG: $HOME/.kube/config',
     '  POD_NAME          this pod\'s name, reported to kas',
     '  POD_NAMESPACE     this pod\'s namespace, reported to kas',
     '',
@@ -140,8 +145,9 @@ export function parseFlags(argv: readonly string[]): Command {
   }
 
   const kubeconfig = one('kubeconfig');
+  // --context without --kubeconfig is checked once the kubeconfig is known (KUBECONFIG or
+  // ~/.kube/config have contexts; the in-cluster service account has none): loadApiServerConfig.
   const context = one('context');
-  if (context !== undefined && kubeconfig === undefined) throw new AgentConfigError('--context', 'needs --kubeconfig (in a cluster there are no contexts)');
   for (const name of ['token-file', 'kas-ca-cert-file', 'kubeconfig', 'context']) {
     if (one(name) === '') throw new AgentConfigError(`--${name}`, 'must not be empty');
   }

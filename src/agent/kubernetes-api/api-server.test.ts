@@ -1,6 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { createLogger } from '../../shared/logger.js';
 import { AgentConfigError } from '../config-error.js';
 import { ApiServerCredentials, loadApiServerConfig } from './api-server.js';
@@ -77,6 +77,95 @@ describe('loadApiServerConfig', () => {
     })();
     expect(err).toBeInstanceOf(AgentConfigError);
     expect((err as AgentConfigError).message).toMatch(/^--kubeconfig: not running in a cluster/);
+  });
+});
+
+/** Writes `<dir>/<sub>/config` with the given YAML and returns its path. */
+function configIn(sub: string, yaml: string): string {
+  mkdirSync(join(dir, sub), { recursive: true });
+  const file = join(dir, sub, 'config');
+  writeFileSync(file, yaml);
+  return file;
+}
+
+const FIRST = `apiVersion: v1
+kind: Config
+clusters:
+- {name: shared, cluster: {server: 'https://10.0.0.1:6443'}}
+users:
+- {name: first-user, user: {token-file: token}}
+contexts:
+- {name: one, context: {cluster: shared, user: first-user}}
+current-context: one
+`;
+const SECOND = `apiVersion: v1
+kind: Config
+clusters:
+- {name: shared, cluster: {server: 'https://10.9.9.9:6443'}}
+- {name: second, cluster: {server: 'https://10.0.0.2:6443'}}
+users:
+- {name: second-user, user: {token: second-token}}
+contexts:
+- {name: one, context: {cluster: second, user: second-user}}
+- {name: two, context: {cluster: second, user: second-user}}
+current-context: two
+`;
+const IN_CLUSTER = { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
+
+describe('the kubeconfig rules without --kubeconfig: KUBECONFIG, the in-cluster service account, ~/.kube/config', () => {
+  test('KUBECONFIG is used: its files merged, the first definition of a name and the first current context win, missing files skipped', () => {
+    const first = configIn('a', FIRST);
+    const second = configIn('b', SECOND);
+    const KUBECONFIG = [join(dir, 'missing'), first, second].join(delimiter);
+    const a = loadApiServerConfig({ env: { KUBECONFIG, HOME: join(dir, 'no-home') } });
+    expect(a.url.href).toBe('https://10.0.0.1:6443/');
+    // The token file is relative to the file that names it, not to the working directory.
+    expect(a.auth).toEqual({ kind: 'token-file', path: join(dir, 'a', 'token') });
+    expect(a.source).toBe(`kubeconfig ${first}${delimiter}${second} (from KUBECONFIG) context one`);
+    const b = loadApiServerConfig({ context: 'two', env: { KUBECONFIG } });
+    expect(b.url.href).toBe('https://10.0.0.2:6443/');
+    expect(b.auth).toEqual({ kind: 'token', token: 'second-token' });
+  });
+
+  test('--kubeconfig wins over KUBECONFIG, and KUBECONFIG over the in-cluster service account', () => {
+    const first = configIn('a', FIRST);
+    const second = configIn('b', SECOND);
+    expect(loadApiServerConfig({ kubeconfig: second, env: { KUBECONFIG: first } }).url.host).toBe('10.0.0.2:6443');
+    expect(loadApiServerConfig({ env: { ...IN_CLUSTER, KUBECONFIG: first } }).url.host).toBe('10.0.0.1:6443');
+  });
+
+  test('outside a cluster ~/.kube/config of HOME is used, with --context too; in a cluster the service account wins over it', () => {
+    const home = join(dir, 'home');
+    configIn(join('home', '.kube'), SECOND);
+    const config = join(home, '.kube', 'config');
+    const h = loadApiServerConfig({ env: { HOME: home } });
+    expect(h.url.host).toBe('10.0.0.2:6443');
+    expect(h.source).toBe(`kubeconfig ${config} (from ~/.kube/config) context two`);
+    expect(loadApiServerConfig({ context: 'one', env: { HOME: home } }).source).toBe(`kubeconfig ${config} (from ~/.kube/config) context one`);
+    // In a cluster, the service account's files are what is read: missing on a test machine, unless it runs in a pod.
+    let inCluster: string;
+    try {
+      const c = loadApiServerConfig({ env: { ...IN_CLUSTER, HOME: home } });
+      inCluster = `${c.source} ${c.url.host}`;
+    } catch (err) {
+      inCluster = (err as Error).message;
+    }
+    expect(inCluster).toMatch(/^(in-cluster 10\.96\.0\.1:443$|in-cluster service account: cannot read the CA certificate \/var\/run\/secrets\/kubernetes.io\/serviceaccount\/ca.crt)/);
+  });
+
+  test('--context with the in-cluster service account is refused, naming --context', () => {
+    expect(() => loadApiServerConfig({ context: 'dev', env: IN_CLUSTER })).toThrow(/^--context: needs --kubeconfig, KUBECONFIG or ~\/.kube\/config/);
+  });
+
+  test('mistakes name the source that failed', () => {
+    const broken = configIn('broken', 'clusters: [unclosed\n');
+    expect(() => loadApiServerConfig({ env: { KUBECONFIG: [join(dir, 'x'), join(dir, 'y')].join(delimiter) } })).toThrow(/^KUBECONFIG: none of its files exists \(.*x, .*y\)/);
+    expect(() => loadApiServerConfig({ env: { KUBECONFIG: [configIn('a', FIRST), broken].join(delimiter) } })).toThrow(new RegExp(`^KUBECONFIG: cannot load ${broken}: `));
+    expect(() => loadApiServerConfig({ context: 'nope', env: { KUBECONFIG: configIn('a', FIRST) } })).toThrow(/^--context: no context "nope" in .* \(from KUBECONFIG\) \(it has one\)/);
+    const home = join(dir, 'home');
+    configIn(join('home', '.kube'), 'clusters: [unclosed\n');
+    expect(() => loadApiServerConfig({ env: { HOME: home } })).toThrow(new RegExp(`^~/.kube/config: cannot load ${join(home, '.kube', 'config')}: `));
+    expect(() => loadApiServerConfig({ env: { HOME: join(dir, 'empty-home') } })).toThrow(/^--kubeconfig: not running in a cluster .*KUBECONFIG is not set and there is no .*empty-home\/.kube\/config/);
   });
 });
 

@@ -1,9 +1,10 @@
 /**
- * The one upstream agentk talks to: its own cluster's API server. The configuration comes from the
- * in-cluster service account (KubeConfig.loadFromCluster) or from a kubeconfig file and context
- * (outside a cluster); requests go out through node:http(s) with one keep-alive Agent, with the
- * agent's own credentials. Token files (the projected service account token) are re-read so a
- * rotated token is picked up; a CA file (the service account's ca.crt) is followed so new
+ * The one upstream agentk talks to: its own cluster's API server. The configuration comes from a
+ * kubeconfig and context (`--kubeconfig`, KUBECONFIG or ~/.kube/config: kubeconfig.ts has the
+ * rules) or from the in-cluster service account (KubeConfig.loadFromCluster); requests go out
+ * through node:http(s) with one keep-alive Agent, with the agent's own credentials. Token files
+ * (the projected service account token) are re-read so a rotated token is picked up; a CA file
+ * (the service account's ca.crt, a kubeconfig's certificate-authority) is followed so new
  * connections trust a rotated CA.
  */
 import { readFileSync } from 'node:fs';
@@ -11,14 +12,14 @@ import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { isIPv6 } from 'node:net';
-import { dirname, isAbsolute, join } from 'node:path';
+import { delimiter } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { FileReloader } from '../../shared/file-reloader.js';
 import type { Logger } from '../../shared/logger.js';
 import { followCaFile } from '../ca-file.js';
 import { AgentConfigError } from '../config-error.js';
 import type { AgentMetrics } from '../observability/metrics.js';
+import { inClusterServer, kubeconfigSource, loadKubeconfigSource } from './kubeconfig.js';
 
 export interface ApiServerTls {
   ca?: Buffer;
@@ -45,57 +46,60 @@ export interface ApiServerConfig {
   url: URL;
   tls: ApiServerTls;
   auth: ApiServerAuth;
-  /** Where the configuration came from, for logs: "in-cluster" or "kubeconfig <file> context <name>". */
+  /** Where the configuration came from, for logs: "in-cluster" or "kubeconfig <files> [(from <source>)] context <name>". */
   source: string;
 }
 
 /**
- * Loads the API server configuration: from `kubeconfig` (and `context`, else its current context)
- * when given, else from the in-cluster service account. Throws AgentConfigError naming the flag.
+ * Loads the API server configuration from the kubeconfig that `--kubeconfig`, KUBECONFIG or
+ * ~/.kube/config names, or from the in-cluster service account (the order is kubeconfigSource's),
+ * with `context` (else the current context) when a kubeconfig is used. Throws AgentConfigError
+ * naming the flag or the source at fault.
  */
 export function loadApiServerConfig(options: { kubeconfig?: string; context?: string; env?: NodeJS.ProcessEnv }): ApiServerConfig {
   const env = options.env ?? process.env;
-  const kc = new KubeConfig();
+  const from = kubeconfigSource(options.kubeconfig, env);
+  let kc: KubeConfig;
   let source: string;
   let rawUserTokenFile: string | undefined;
-  if (options.kubeconfig !== undefined) {
-    let tokenFiles: Map<string, string>;
-    try {
-      tokenFiles = loadKubeconfig(kc, options.kubeconfig);
-    } catch (err) {
-      throw new AgentConfigError('--kubeconfig', `cannot load ${options.kubeconfig}: ${(err as Error).message}`, { cause: err });
-    }
+  if (from) {
+    const loaded = loadKubeconfigSource(from);
+    kc = loaded.kubeConfig;
+    const where = from.key === '--kubeconfig' ? loaded.files.join(delimiter) : `${loaded.files.join(delimiter)} (from ${from.key})`;
     if (options.context !== undefined) {
       if (!kc.getContextObject(options.context)) {
         const known = kc.getContexts().map((c) => c.name);
-        throw new AgentConfigError('--context', `no context ${JSON.stringify(options.context)} in ${options.kubeconfig} (it has ${known.length ? known.join(', ') : 'none'})`);
+        throw new AgentConfigError('--context', `no context ${JSON.stringify(options.context)} in ${where} (it has ${known.length ? known.join(', ') : 'none'})`);
       }
       kc.setCurrentContext(options.context);
     }
     const current = kc.getContextObject(kc.getCurrentContext());
-    if (!current) throw new AgentConfigError('--context', `${options.kubeconfig} has no current context; name one with --context`);
-    source = `kubeconfig ${options.kubeconfig} context ${current.name}`;
-    rawUserTokenFile = tokenFiles.get(current.user);
+    if (!current) throw new AgentConfigError('--context', `${where} has no current context; name one with --context`);
+    source = `kubeconfig ${where} context ${current.name}`;
+    rawUserTokenFile = loaded.tokenFiles.get(current.user);
   } else {
-    if (!env.KUBERNETES_SERVICE_HOST || !env.KUBERNETES_SERVICE_PORT) {
-      throw new AgentConfigError('--kubeconfig', 'not running in a cluster (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set): pass a kubeconfig file');
+    if (options.context !== undefined) {
+      throw new AgentConfigError('--context', 'needs --kubeconfig, KUBECONFIG or ~/.kube/config: the in-cluster service account has no contexts');
     }
+    kc = new KubeConfig();
     kc.loadFromCluster();
+    // loadFromCluster reads process.env; the address must come from the environment agentk was given.
+    kc.clusters = kc.clusters.map((c) => ({ ...c, server: inClusterServer(env) }));
     source = 'in-cluster';
   }
+  const key = from ? from.key : 'in-cluster service account';
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new AgentConfigError('--context', `the context ${JSON.stringify(kc.getCurrentContext())} names no cluster`);
   let url: URL;
   try {
     url = new URL(cluster.server);
   } catch {
-    throw new AgentConfigError(options.kubeconfig ? '--kubeconfig' : 'KUBERNETES_SERVICE_HOST', `the API server address ${JSON.stringify(cluster.server)} is not a URL`);
+    throw new AgentConfigError(from ? from.key : 'KUBERNETES_SERVICE_HOST', `the API server address ${JSON.stringify(cluster.server)} is not a URL`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new AgentConfigError('--kubeconfig', `the API server address must be http:// or https://, got ${JSON.stringify(cluster.server)}`);
+    throw new AgentConfigError(key, `the API server address must be http:// or https://, got ${JSON.stringify(cluster.server)}`);
   }
   const user = kc.getCurrentUser();
-  const key = options.kubeconfig ? '--kubeconfig' : 'in-cluster service account';
   const tls: ApiServerTls = { rejectUnauthorized: !cluster.skipTLSVerify };
   const ca = readPem(key, 'CA certificate', cluster.caFile, cluster.caData);
   if (ca) tls.ca = ca;
@@ -130,29 +134,6 @@ function readPem(key: string, what: string, file: string | undefined | null, dat
     throw new AgentConfigError(key, `cannot read the ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
   return undefined;
-}
-
-/**
- * Loads a kubeconfig file into `kc` and returns the `token-file` of each user, made absolute
- * against the file's folder. The client library would read every user's token file once, at load
- * and relative to the working directory; agentk re-reads the current user's instead.
- */
-function loadKubeconfig(kc: KubeConfig, file: string): Map<string, string> {
-  const doc = parseYaml(readFileSync(file, 'utf8')) as { users?: unknown } | null;
-  if (typeof doc !== 'object' || doc === null) throw new Error('not a kubeconfig (expected a YAML map)');
-  const tokenFiles = new Map<string, string>();
-  if (Array.isArray(doc.users)) {
-    for (const entry of doc.users as Array<{ name?: unknown; user?: Record<string, unknown> } | null>) {
-      const path = entry?.user?.['token-file'];
-      if (typeof entry?.name === 'string' && typeof path === 'string' && path !== '') {
-        tokenFiles.set(entry.name, isAbsolute(path) ? path : join(dirname(file), path));
-      }
-      if (entry?.user) delete entry.user['token-file'];
-    }
-  }
-  kc.loadFromString(stringifyYaml(doc));
-  kc.makePathsAbsolute(dirname(file));
-  return tokenFiles;
 }
 
 /**

@@ -11,7 +11,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   /** Sessions to kas that completed the handshake and are not draining. */
   readonly sessions: Gauge;
-  /** Attempts to connect to kas, by result: ok, unauthorized, refused (other HTTP answer), error. */
+  /** Attempts to connect to kas, by result: ok, unauthorized, refused (other HTTP answer), not_kas_endpoint, error. */
   readonly connectAttempts: Counter<'result'>;
   /** Streams served, by outcome. */
   readonly streamsServed: Counter<'outcome'>;
@@ -26,7 +26,7 @@ export class AgentMetrics {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     this.sessions = new Gauge({ name: 'agentk_tunnel_sessions', help: 'Sessions to kas that are open (handshake done, not draining).', registers });
-    this.connectAttempts = new Counter({ name: 'agentk_tunnel_connect_attempts_total', help: 'Attempts to connect to kas, by result (ok, unauthorized, refused, error).', labelNames: ['result'], registers });
+    this.connectAttempts = new Counter({ name: 'agentk_tunnel_connect_attempts_total', help: 'Attempts to connect to kas, by result (ok, unauthorized, refused, not_kas_endpoint, error).', labelNames: ['result'], registers });
     this.streamsServed = new Counter({ name: 'agentk_streams_served_total', help: 'Streams served for kas, by outcome.', labelNames: ['outcome'], registers });
     this.bytesRelayed = new Counter({ name: 'agentk_kubernetes_api_bytes_total', help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).', labelNames: ['direction'], registers });
     this.tlsReloads = new Counter({ name: 'agentk_tls_reloads_total', help: 'CA files reloaded after they changed, by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });

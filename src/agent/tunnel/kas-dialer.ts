@@ -25,11 +25,14 @@ export type KasConnection = TunnelConnection;
 export class KasRefusedError extends ProgramError {
   declare readonly code: 'KAS_REFUSED';
   readonly status: number;
+  /** The answer's Content-Type: tells kas's own refusals (text) from a Kubernetes API's (JSON Status). */
+  readonly contentType: string | undefined;
 
-  constructor(status: number) {
+  constructor(status: number, contentType?: string) {
     super('KAS_REFUSED', status === 401 || status === 403 ? `kas refused the agent token (HTTP ${status})` : `kas answered the WebSocket upgrade with HTTP ${status}`);
     this.name = 'KasRefusedError';
     this.status = status;
+    this.contentType = contentType;
   }
 
   get unauthorized(): boolean {
@@ -45,13 +48,18 @@ export function dialKas(options: KasDialOptions, onConnecting?: (ws: WebSocket) 
   const headers: Record<string, string> = {};
   for (const [name, value] of options.headers) headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
   headers.Authorization = `Bearer ${options.token}`;
+  let contentType: string | undefined;
   return dialTunnelWebSocket(options.url, {
     headers,
     ca: options.ca,
     handshakeTimeoutMs: options.handshakeTimeoutMs,
     limits: options.limits,
     tuning: options.tuning,
-    refused: (status) => new KasRefusedError(status),
-    onConnecting,
+    refused: (status) => new KasRefusedError(status, contentType),
+    onConnecting: (ws) => {
+      // Runs before the listener that makes the refusal (registered after onConnecting is called).
+      ws.once('unexpected-response', (_req, res) => (contentType = res.headers['content-type']));
+      onConnecting?.(ws);
+    },
   });
 }

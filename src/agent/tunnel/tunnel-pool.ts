@@ -19,6 +19,7 @@ import { followCaFile } from '../ca-file.js';
 import type { AgentMetrics } from '../observability/metrics.js';
 import type { FileReloader } from '../../shared/file-reloader.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
+import { classifyDialFailure } from './dial-failure.js';
 import { KasRefusedError, dialKas } from './kas-dialer.js';
 import type { StreamHandlers } from './stream-handlers.js';
 
@@ -72,6 +73,8 @@ export class TunnelPool {
   private started = false;
   /** The kas CA file, followed while the pool runs; null when there is no such file. */
   private readonly kasCa: FileReloader<Buffer> | null;
+  /** Whether any slot ever completed a handshake with kas at this address (see dial-failure.ts). */
+  private hadSession = false;
 
   constructor(options: TunnelPoolOptions) {
     this.options = options;
@@ -168,13 +171,11 @@ export class TunnelPool {
         },
       );
     } catch (err) {
-      if (err instanceof KasRefusedError) {
-        metrics.connectAttempts.inc({ result: err.unauthorized ? 'unauthorized' : 'refused' });
-        if (err.unauthorized) log.error({ status: err.status, kasAddress: o.kasAddress.href }, `${err.message}: check the token in --token-file or AGENTK_TOKEN`);
-        else log.warn({ status: err.status, kasAddress: o.kasAddress.href }, err.message);
-      } else if (!this.stopping) {
-        metrics.connectAttempts.inc({ result: 'error' });
-        log.warn({ err: (err as Error).message, kasAddress: o.kasAddress.href }, 'cannot connect to kas');
+      // A dial cut short by stop() is no failure to report; a refusal that came first still is.
+      if (err instanceof KasRefusedError || !this.stopping) {
+        const failure = classifyDialFailure(err, o.kasAddress, this.hadSession);
+        metrics.connectAttempts.inc({ result: failure.result });
+        log[failure.level]({ ...failure.fields, kasAddress: o.kasAddress.href }, failure.message);
       }
       return { kind: 'failed', upMs: 0 };
     } finally {
@@ -207,6 +208,7 @@ export class TunnelPool {
       session.on('stream', (stream) => o.handlers.dispatch(stream, sessionLog));
       session.on('ready', (peer) => {
         openedAt = Date.now();
+        this.hadSession = true;
         this.open.add(session);
         update();
         sessionLog.info({ kasAddress: o.kasAddress.href, kas: welcomeSummary(peer) }, 'connected to kas');

@@ -202,7 +202,7 @@ export class AgentListener {
       metrics.sessions.dec();
       metrics.connectedAgents.set(registry.agentCount);
       metrics.sessionCloses.inc({ code: err?.code ?? 'none' });
-      if (err && err.code !== 'SESSION_CLOSED' && err.code !== 'GOING_AWAY') logger.info({ code: err.code, msg: err.message }, 'agent session closed with an error');
+      if (err && err.code !== 'SESSION_CLOSED' && err.code !== 'GOING_AWAY') logger.info({ code: err.code, err }, 'agent session closed with an error');
       else logger.info('agent session closed');
     });
   }
