@@ -1,5 +1,5 @@
 import { TUNNEL_ERROR_CODES, type TunnelErrorCode } from './errors.js';
-import { httpStatusOfTunnelCode, TUNNEL_CODE_HTTP_STATUS } from './http-status.js';
+import { httpStatusOfTunnelCode, opensElsewhere, TUNNEL_CODE_HTTP_STATUS } from './http-status.js';
 
 const codes = Object.keys(TUNNEL_ERROR_CODES) as TunnelErrorCode[];
 
@@ -23,9 +23,14 @@ test('the table names no code the tunnel no longer has', () => {
   expect(Object.keys(TUNNEL_CODE_HTTP_STATUS).filter((code) => !(code in TUNNEL_ERROR_CODES))).toEqual([]);
 });
 
-test('a full stream table is 429 when opening; any other failure to open is 503', () => {
+test('a full stream table is 429 when opening, a head over the agent\'s limit 431; any other failure to open is 503', () => {
   expect(httpStatusOfTunnelCode('STREAM_LIMIT', 'open')).toBe(429);
-  for (const code of codes.filter((c) => c !== 'STREAM_LIMIT')) expect([code, httpStatusOfTunnelCode(code, 'open')]).toEqual([code, 503]);
+  expect(httpStatusOfTunnelCode('HEADER_TOO_LARGE', 'open')).toBe(431);
+  for (const code of codes.filter((c) => c !== 'STREAM_LIMIT' && c !== 'HEADER_TOO_LARGE')) expect([code, httpStatusOfTunnelCode(code, 'open')]).toEqual([code, 503]);
+});
+
+test('only failures another session may not have are retried elsewhere (not a head too large, not a full table)', () => {
+  expect(codes.filter(opensElsewhere).sort()).toEqual(['CONNECTION_LOST', 'GOING_AWAY', 'SESSION_CLOSED', 'STREAM_REFUSED']);
 });
 
 test('once the stream is open, every failure before the reply head is 502 (a full stream table at the agent too)', () => {

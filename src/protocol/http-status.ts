@@ -13,7 +13,8 @@ export type TunnelFailureStage = 'open' | 'reply';
 export type TunnelHttpStatus = Readonly<Record<TunnelFailureStage, number>>;
 
 // Opening: the stream never reached the agent. A full stream table is the client's concurrency
-// (429, retry later); anything else means no session can take the stream (503, another may).
+// (429, retry later); a head over the agent's announced limit is the client's headers (431, no
+// session will take it); anything else means no session can take the stream (503).
 // Replying: the agent had the request; whatever went wrong, the gateway's answer is 502.
 
 export const TUNNEL_CODE_HTTP_STATUS: Readonly<Record<TunnelErrorCode, TunnelHttpStatus>> = {
@@ -25,7 +26,7 @@ export const TUNNEL_CODE_HTTP_STATUS: Readonly<Record<TunnelErrorCode, TunnelHtt
   UNKNOWN_FRAME_KIND: { open: 503, reply: 502 },
   FLOW_CONTROL: { open: 503, reply: 502 },
   STREAM_LIMIT: { open: 429, reply: 502 },
-  HEADER_TOO_LARGE: { open: 503, reply: 502 },
+  HEADER_TOO_LARGE: { open: 431, reply: 502 },
   BUFFER_LIMIT: { open: 503, reply: 502 },
   CANCELLED: { open: 503, reply: 502 },
   KEEPALIVE_TIMEOUT: { open: 503, reply: 502 },
@@ -43,4 +44,16 @@ export const TUNNEL_CODE_HTTP_STATUS: Readonly<Record<TunnelErrorCode, TunnelHtt
 /** The status for a request whose stream failed with `code` at `stage`. */
 export function httpStatusOfTunnelCode(code: TunnelErrorCode, stage: TunnelFailureStage): number {
   return TUNNEL_CODE_HTTP_STATUS[code][stage];
+}
+
+/**
+ * Failures to open a stream that another session of the agent may not have: the session is closed,
+ * draining or refusing. Only these are retried on another session; any other failure (a head too
+ * large, a full stream table, a bug) would fail the same way everywhere and is answered at once.
+ */
+const OPENS_ELSEWHERE: ReadonlySet<TunnelErrorCode> = new Set<TunnelErrorCode>(['STREAM_REFUSED', 'SESSION_CLOSED', 'GOING_AWAY', 'CONNECTION_LOST']);
+
+/** True when a stream that failed to open with `code` may open on another session. */
+export function opensElsewhere(code: TunnelErrorCode): boolean {
+  return OPENS_ELSEWHERE.has(code);
 }

@@ -3,6 +3,7 @@
  * JWTs), a real kas in GitLab mode, a real agentk, an upstream standing in for the API server.
  */
 import http from 'node:http';
+import tls from 'node:tls';
 import { WebSocket } from 'ws';
 import { gitlabToKasAttackJwts, gitlabToKasJwt, startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
@@ -138,6 +139,32 @@ describe('kas in GitLab mode', () => {
     const wrongCsrf = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: null, headers: { cookie: '_gitlab_kas=cookie-alice', 'gitlab-agent-id': '1', 'x-csrf-token': 'forged' } });
     expect(wrongCsrf.statusCode).toBe(401);
     expect(wrongCsrf.headers['gitlab-unauthorized']).toBe('true');
+  });
+
+  test('a malformed _gitlab_kas cookie is no credential: 401 at once, for plain requests and upgrades alike', async () => {
+    // Regression: decodeURIComponent threw inside authorization, nothing answered, and the
+    // connection stayed open (anyone could pile them up without credentials).
+    for (const cookie of ['_gitlab_kas=%', '_gitlab_kas=%E0%A4%A', 'other=1; _gitlab_kas=%zz']) {
+      const res = await proxyRequest(stack, 'GET', '/api/v1/pods', { auth: null, headers: { cookie, 'gitlab-agent-id': '1', 'x-csrf-token': 'csrf-alice' } });
+      const status = JSON.parse((await readAll(res)).toString()) as { kind: string; code: number };
+      expect([cookie, res.statusCode]).toEqual([cookie, 401]);
+      expect(status).toMatchObject({ kind: 'Status', code: 401 });
+      expect(res.headers['gitlab-unauthorized']).toBe('true');
+
+      const url = new URL(stack.proxyUrl);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const sock = tls.connect({ host: url.hostname, port: Number(url.port), ca: stack.proxyCa, servername: 'localhost' }, () => {
+          sock.write(`GET /api/v1/namespaces/default/pods/demo/exec HTTP/1.1\r\nHost: kas\r\nCookie: ${cookie}\r\nGitlab-Agent-Id: 1\r\nX-Csrf-Token: csrf-alice\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n`);
+        });
+        const got: Buffer[] = [];
+        sock.on('data', (c: Buffer) => got.push(c));
+        sock.on('error', reject);
+        sock.on('close', () => resolve(Buffer.concat(got).toString()));
+      });
+      expect([cookie, answer.split('\r\n')[0]]).toEqual([cookie, 'HTTP/1.1 401 Unauthorized']);
+    }
+    expect(seen).toEqual([]);
+    expect(stack.kasLogs.text).not.toContain('proxy request failed unexpectedly');
   });
 
   test('a CI job token with access_as ci_job impersonates the job with its groups, environment and extras', async () => {

@@ -3,7 +3,7 @@
  * (TLS), with real sockets everywhere.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type http from 'node:http';
+import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -64,7 +64,8 @@ describe('Kubernetes API proxy through kas and agentk', () => {
       },
       onUpgrade: (req, socket, head) => upgradeHandler?.(req, socket, head),
     });
-    stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' } } } });
+    // The 100 MB upload below is above the default max_request_body_size (64 MiB).
+    stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s', max_request_body_size: 128 * 1024 * 1024 } } } });
   });
 
   afterAll(async () => {
@@ -235,6 +236,67 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     expect(seen).toEqual([]);
     expect(stack.kasLogs.text).not.toContain(stack.proxyToken);
     expect(stack.kasLogs.text).not.toContain('wrong-token');
+  });
+
+  test('a malformed or wrong proxy token gets a 401 Status that hints the accepted form, and kas logs why without the token', async () => {
+    const cases: Array<[string, string]> = [
+      ['Bearer pat-1-not-the-form-secret-abc', 'malformed'],
+      ['Bearer pat:1:wrong-secret-def', 'wrong_token'],
+      ['Bearer pat:77:wrong-secret-ghi', 'unknown_agent'],
+    ];
+    for (const [auth, reason] of cases) {
+      const before = stack.kasLogs.entries.filter((e) => e.msg === 'proxy request refused: bad credentials').length;
+      const res = await proxyRequest(stack, 'GET', '/api/v1/secrets', { auth });
+      const status = JSON.parse((await readAll(res)).toString()) as { code: number; message: string };
+      expect([auth, res.statusCode]).toEqual([auth, 401]);
+      expect(res.headers['gitlab-unauthorized']).toBe('true');
+      expect(status.message).toContain('Authorization: Bearer pat:<agent-id>:<token>');
+      // The same answer whatever the reason: nothing tells which agents or tokens exist.
+      expect(status.message).not.toMatch(/unknown|wrong|malformed/i);
+      const refusals = stack.kasLogs.entries.filter((e) => e.msg === 'proxy request refused: bad credentials');
+      expect(refusals.length).toBe(before + 1);
+      expect(refusals.at(-1)).toMatchObject({ reason });
+    }
+    expect(seen).toEqual([]);
+    for (const secret of ['not-the-form-secret-abc', 'wrong-secret-def', 'wrong-secret-ghi']) expect(stack.kasLogs.text).not.toContain(secret);
+  });
+
+  test('a watch on which nothing happens receives its response head while the upstream stays silent', async () => {
+    // Regression: kas stored the head with writeHead and sent it only with the first body bytes, so
+    // a quiet watch (client-node informers, kubectl wait) got no headers until the first event.
+    let finish: (() => void) | null = null;
+    custom = (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'X-Quiet': 'yes' });
+      res.flushHeaders();
+      finish = () => res.end();
+    };
+    const pending = proxyRequest(stack, 'GET', '/custom/watch?watch=true');
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([pending, new Promise<'no head'>((r) => (timer = setTimeout(() => r('no head'), 10_000)))]);
+    clearTimeout(timer);
+    await waitFor(() => finish !== null, 'the upstream to receive the watch');
+    expect(outcome).not.toBe('no head');
+    const res = outcome as http.IncomingMessage;
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['x-quiet']).toBe('yes');
+    finish!();
+    expect((await readAll(res)).length).toBe(0);
+  });
+
+  test('plain http:// to the TLS listener gets a 400 answer like the API server\'s, not a dropped connection', async () => {
+    const url = new URL(stack.proxyUrl);
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request({ host: url.hostname, port: Number(url.port), path: '/api/v1/pods', headers: { authorization: stack.bearer() }, agent: false }, resolve);
+      req.on('error', reject);
+      req.end();
+    });
+    expect(res.statusCode).toBe(400);
+    expect((await readAll(res)).toString()).toBe('Client sent an HTTP request to an HTTPS server.\n');
+    expect(seen).toEqual([]);
+    // HTTPS on the same listener still works.
+    const ok = await proxyRequest(stack, 'GET', '/api/v1/after-plain');
+    expect(ok.statusCode).toBe(200);
+    await readAll(ok);
   });
 
   test('an agent that is not connected gets a 502 Status after the wait', async () => {

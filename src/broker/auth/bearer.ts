@@ -3,7 +3,8 @@
 /** Longest token we look at; anything longer is refused before hashing or forwarding. */
 export const MAX_TOKEN_LENGTH = 4096;
 
-export type BearerResult = { ok: true; token: string } | { ok: false; message: string };
+/** `missing`: no Authorization header at all (as opposed to one that is malformed). */
+export type BearerResult = { ok: true; token: string } | { ok: false; message: string; missing?: true };
 
 /**
  * Reads the bearer token from raw header lines (Node keeps only the first of repeated Authorization
@@ -14,7 +15,7 @@ export function bearerToken(rawHeaders: readonly string[]): BearerResult {
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.toLowerCase() === 'authorization') values.push(rawHeaders[i + 1]!);
   }
-  if (values.length === 0) return { ok: false, message: 'missing Authorization header' };
+  if (values.length === 0) return { ok: false, message: 'missing Authorization header', missing: true };
   if (values.length > 1) return { ok: false, message: 'more than one Authorization header' };
   const m = /^Bearer ([\x21-\x7e]+)$/i.exec(values[0]!);
   if (!m) return { ok: false, message: 'expected "Authorization: Bearer <token>"' };

@@ -39,9 +39,15 @@ export interface ProxyDecision {
   credential: 'pat' | 'ci' | 'session_cookie' | 'gitlab_jwt';
 }
 
+/**
+ * Why a credential was refused, for kas's log only: the client gets one answer for all of them, so
+ * it cannot learn which agents or tokens exist.
+ */
+export type ProxyRefusalReason = 'missing' | 'malformed' | 'unknown_agent' | 'wrong_token' | 'refused_by_gitlab';
+
 export type ProxyAuthResult =
   | { ok: true; decision: ProxyDecision }
-  | { ok: false; status: 401 | 403 | 400 | 429 | 503; message: string };
+  | { ok: false; status: 401 | 403 | 400 | 429 | 503; message: string; reason?: ProxyRefusalReason };
 
 /** The parts of a proxy request that carry credentials. */
 export interface ProxyRequestCredentials {
@@ -51,6 +57,11 @@ export interface ProxyRequestCredentials {
 }
 
 export interface ProxyAuthenticator {
-  /** Decides on a proxy request from its headers and URL query. */
+  /**
+   * The credential forms this mode accepts, shown to a client whose credential was refused (401):
+   * a hint of the syntax, nothing about which agents or tokens exist.
+   */
+  readonly credentialForms: string;
+  /** Decides on a proxy request from its headers and URL query; never throws for bad input. */
   authorize(request: ProxyRequestCredentials): Promise<ProxyAuthResult>;
 }

@@ -48,16 +48,27 @@ function isDefinite(err: unknown): boolean {
   return err instanceof GitLabError && err.definite;
 }
 
-/** Reads one cookie's value from Cookie headers. */
-function cookieValue(raw: readonly string[], name: string): string | null {
+/** What a cookie header holds for one name: its decoded value, nothing, or a value that does not decode. */
+type CookieValue = { found: true; value: string } | { found: false; malformed: boolean };
+
+/**
+ * Reads one cookie's value from Cookie headers. A value that is not valid percent-encoding (`%`,
+ * `%E0%A4%A`) is no credential at all: the client's bytes must never make authorization throw.
+ */
+function cookieValue(raw: readonly string[], name: string): CookieValue {
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (raw[i]!.toLowerCase() !== 'cookie') continue;
     for (const part of raw[i + 1]!.split(';')) {
       const eq = part.indexOf('=');
-      if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+      if (eq <= 0 || part.slice(0, eq).trim() !== name) continue;
+      try {
+        return { found: true, value: decodeURIComponent(part.slice(eq + 1).trim()) };
+      } catch {
+        return { found: false, malformed: true };
+      }
     }
   }
-  return null;
+  return { found: false, malformed: false };
 }
 
 function headerValue(raw: readonly string[], name: string): string | null {
@@ -137,11 +148,13 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
 
   // ---- proxy credentials -------------------------------------------------------------------
 
+  readonly credentialForms = 'send "Authorization: Bearer pat:<agent-id>:<token>" (a personal access token) or "Authorization: Bearer ci:<agent-id>:<job-token>" (a CI job token)';
+
   async authorize(req: ProxyRequestCredentials): Promise<ProxyAuthResult> {
     const hasAuthorization = req.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization');
     if (hasAuthorization) {
       const bearer = bearerToken(req.rawHeaders);
-      if (!bearer.ok) return { ok: false, status: 401, message: bearer.message };
+      if (!bearer.ok) return { ok: false, status: 401, message: bearer.message, reason: 'malformed' };
       const token = bearer.token;
       if (token.startsWith('pat:') || token.startsWith('ci:')) {
         const kind = token.startsWith('pat:') ? 'pat' : 'ci';
@@ -149,14 +162,15 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
         const colon = rest.indexOf(':');
         const agentText = colon > 0 ? rest.slice(0, colon) : '';
         const secret = colon > 0 ? rest.slice(colon + 1) : '';
-        if (!AGENT_ID.test(agentText) || secret === '') return { ok: false, status: 401, message: `expected "Bearer ${kind}:<agent-id>:<token>"` };
+        if (!AGENT_ID.test(agentText) || secret === '') return { ok: false, status: 401, message: `expected "Bearer ${kind}:<agent-id>:<token>"`, reason: 'malformed' };
         const agentId = Number(agentText);
         return kind === 'pat' ? this.viaGitLab(digest('pat', agentText, secret), () => this.userAccess(agentId, 'personal_access_token', secret, '')) : this.viaGitLab(digest('ci', agentText, secret), () => this.ciAccess(agentId, secret));
       }
       return this.gitlabJwt(token, req);
     }
-    const cookie = cookieValue(req.rawHeaders, COOKIE_NAME);
-    if (cookie === null) return { ok: false, status: 401, message: 'no credentials' };
+    const found = cookieValue(req.rawHeaders, COOKIE_NAME);
+    if (!found.found) return found.malformed ? { ok: false, status: 401, message: `malformed ${COOKIE_NAME} cookie`, reason: 'malformed' } : { ok: false, status: 401, message: 'no credentials', reason: 'missing' };
+    const cookie = found.value;
     const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id') ?? req.query.get('gitlab-agent-id');
     const csrf = headerValue(req.rawHeaders, 'x-csrf-token') ?? req.query.get('gitlab-csrf-token');
     if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a session cookie needs the agent id (Gitlab-Agent-Id header or gitlab-agent-id query parameter)' };
@@ -172,8 +186,8 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
       return { ok: true, decision: answer.decision };
     } catch (err) {
       // One answer for every refusal GitLab gives, so agent ids cannot be enumerated.
-      if (isDefinite(err)) return { ok: false, status: 401, message: 'Unauthorized' };
-      if (err instanceof ProxyRefusal) return { ok: false, status: err.status, message: err.message };
+      if (isDefinite(err)) return { ok: false, status: 401, message: 'Unauthorized', reason: 'refused_by_gitlab' };
+      if (err instanceof ProxyRefusal) return { ok: false, status: err.status, message: err.message, ...(err.status === 401 && { reason: 'refused_by_gitlab' as const }) };
       this.o.logger.warn({ err }, 'GitLab could not authorize a proxy request');
       return { ok: false, status: 503, message: 'GitLab is unavailable; try again' };
     }
@@ -198,7 +212,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
   /** A JWT GitLab signed for kas: GitLab itself calls the proxy, acting as the agent named by Gitlab-Agent-Id. */
   private async gitlabJwt(token: string, req: ProxyRequestCredentials): Promise<ProxyAuthResult> {
     const claims = await verifyForKas(token, this.o.gitlabToKasSecret);
-    if (!claims) return { ok: false, status: 401, message: 'Unauthorized' };
+    if (!claims) return { ok: false, status: 401, message: 'Unauthorized', reason: 'wrong_token' };
     const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id');
     if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a call from GitLab needs the Gitlab-Agent-Id header' };
     const decision: ProxyDecision = { agentId: Number(agentText), impersonate: null, credential: 'gitlab_jwt' };

@@ -10,7 +10,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { finished, type Duplex } from 'node:stream';
 import { TunnelError, isTunnelError } from '../../protocol/errors.js';
-import { httpStatusOfTunnelCode } from '../../protocol/http-status.js';
+import { httpStatusOfTunnelCode, opensElsewhere } from '../../protocol/http-status.js';
 import type { Head } from '../../protocol/frames.js';
 import { decodeResponseHead, encodeRequestHead, type HeaderPair, type HttpResponseHead } from '../../protocol/http.js';
 import { replyOf, type TunnelStream } from '../../protocol/stream.js';
@@ -27,6 +27,8 @@ import { isUpgradeRequest, rawConnectionTokens, rawHasImpersonationHeaders, requ
 import { forwardHeaders, forwardPath, responseHeaders } from './request-head.js';
 import { answerClientError } from '../client-error.js';
 import { Cancellation } from '../cancellation.js';
+import { bodyTooLargeMessage, declaresBodyOver, pipeBodyWithin } from './body-limit.js';
+import { answerPlainHttp } from './plain-http-guard.js';
 
 export interface ProxyServerDeps {
   config: KubernetesApiConfig;
@@ -82,6 +84,8 @@ export class KubernetesApiProxyServer {
   private readonly inflight = new Set<Promise<void>>();
   /** Upgraded connections: the HTTP server no longer tracks them, so stop() ends them itself. */
   private readonly upgraded = new Set<Duplex>();
+  /** Upgrade sockets on which an answer head was written: an unexpected failure can only cut them. */
+  private readonly answeredRaw = new WeakSet<Duplex>();
   boundAddress = '';
 
   constructor(deps: ProxyServerDeps) {
@@ -103,6 +107,7 @@ export class KubernetesApiProxyServer {
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(this.onRequest(req, res)));
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.track(this.onUpgrade(req, socket, head)));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket));
+    if (tls) answerPlainHttp(server as https.Server, config.listen.headers_timeout);
     this.boundAddress = await listenOn(server, parseListenAddress(config.listen.address)!);
     // Rotated certificate files go into the server from now on (new connections get them).
     if (tls && server instanceof https.Server) tls.follow(server);
@@ -139,11 +144,18 @@ export class KubernetesApiProxyServer {
     const path = forwardPath(req.url, this.deps.config.url_path_prefix);
     if (path === null) return new Refusal(404, `the Kubernetes API proxy serves paths under ${this.deps.config.url_path_prefix}`);
     const query = new URLSearchParams(req.url!.includes('?') ? req.url!.slice(req.url!.indexOf('?') + 1) : '');
-    const auth = await this.deps.authenticator.authorize({ headers: req.headers, rawHeaders: req.rawHeaders, query });
+    const { authenticator, logger } = this.deps;
+    const auth = await authenticator.authorize({ headers: req.headers, rawHeaders: req.rawHeaders, query });
     if (!auth.ok) {
-      return new Refusal(auth.status, auth.status === 401 ? 'Unauthorized' : auth.message, auth.status === 401 ? { 'Gitlab-Unauthorized': 'true' } : {});
+      if (auth.status !== 401) return new Refusal(auth.status, auth.message);
+      // The client learns the accepted forms, the same for every refusal (nothing about which agents
+      // or tokens exist); the operator learns why. The credential itself is never logged.
+      logger.info({ reason: auth.reason ?? 'refused', detail: auth.message }, 'proxy request refused: bad credentials');
+      return new Refusal(401, `Unauthorized: ${authenticator.credentialForms}`, { 'Gitlab-Unauthorized': 'true' });
     }
     const { decision } = auth;
+    const limit = this.deps.config.max_request_body_size;
+    if (!upgrade && declaresBodyOver(req, limit)) return new Refusal(413, bodyTooLargeMessage(limit), { Connection: 'close' });
     if (decision.impersonate && rawHasImpersonationHeaders(req.rawHeaders)) {
       return new Refusal(403, 'nested impersonation is not allowed: this credential already impersonates, drop the Impersonate-* headers');
     }
@@ -174,12 +186,19 @@ export class KubernetesApiProxyServer {
         });
       } catch (err) {
         const code = isTunnelError(err) ? err.code : 'INTERNAL';
-        if (code === 'STREAM_LIMIT') return new Refusal(httpStatusOfTunnelCode(code, 'open'), 'too many concurrent requests to this agent');
-        if (attempt < MAX_ATTEMPTS) continue;
-        return new Refusal(httpStatusOfTunnelCode(code, 'open'), `no session of agent ${p.decision.agentId} accepts requests`);
+        const status = httpStatusOfTunnelCode(code, 'open');
+        if (code === 'STREAM_LIMIT') return new Refusal(status, 'too many concurrent requests to this agent');
+        // No other session would take a head this size: say so at once instead of retrying.
+        if (code === 'HEADER_TOO_LARGE') return new Refusal(status, `the request headers exceed the agent's limit: ${(err as Error).message}`);
+        if (opensElsewhere(code) && attempt < MAX_ATTEMPTS) continue;
+        return new Refusal(status, opensElsewhere(code) ? `no session of agent ${p.decision.agentId} accepts requests` : `could not open a stream to agent ${p.decision.agentId}: ${code}`);
       }
       metrics.routingWait.observe(Number(process.hrtime.bigint() - waitStart) / 1e9);
-      if (cancel.aborted) return new Refusal(499, 'client went away');
+      if (cancel.aborted) {
+        // The client left while routing was still waiting: the stream opened for it must not outlive it.
+        opened?.stream.reset('CANCELLED', 'client went away');
+        return new Refusal(499, 'client went away');
+      }
       if (!opened) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
       const { stream, via: session } = opened;
       if (p.hasBody) writeBody(stream);
@@ -236,7 +255,22 @@ export class KubernetesApiProxyServer {
     return false;
   }
 
+  /**
+   * Any exception while handling a request is a bug, and must not leave the client waiting: it is
+   * answered with a 500 Status if nothing was written yet, else the response is cut, and counted.
+   */
   private async onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      await this.serveRequest(req, res);
+    } catch (err) {
+      this.deps.metrics.unexpectedErrors.inc({ kind: 'request' });
+      this.deps.logger.error({ err }, 'proxy request failed unexpectedly');
+      if (res.headersSent || res.destroyed) res.destroy();
+      else this.refuse(res, new Refusal(500, 'kas failed to handle this request (an internal error, logged by kas)', { Connection: 'close' }), 'none');
+    }
+  }
+
+  private async serveRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const { metrics } = this.deps;
     if (this.cors(req, res)) return;
     const cancel = new Cancellation();
@@ -254,13 +288,19 @@ export class KubernetesApiProxyServer {
     res.once('close', () => socket.off('end', onClientEnd));
     const prepared = await this.prepare(req, false);
     if (prepared instanceof Refusal) return this.refuse(res, prepared, 'none');
+    const limit = this.deps.config.max_request_body_size;
+    let bodyOverLimit = false;
     const result = await this.exchange(prepared, cancel, (stream) => {
       req.on('error', () => stream.reset('CANCELLED', 'client request failed'));
-      req.pipe(stream);
+      pipeBodyWithin(req, stream, limit, () => {
+        bodyOverLimit = true;
+        // A response already streaming can only be cut; otherwise the 413 below answers.
+        if (res.headersSent) res.destroy();
+      });
     });
     if (result instanceof Refusal) {
       if (!prepared.hasBody) req.resume();
-      return this.refuse(res, result, prepared.decision.credential);
+      return this.refuse(res, bodyOverLimit ? new Refusal(413, bodyTooLargeMessage(limit), { Connection: 'close' }) : result, prepared.decision.credential);
     }
     const { stream, reply } = result;
     metrics.proxyRequests.inc({ status: `${Math.floor(reply.status / 100)}xx`, credential: prepared.decision.credential });
@@ -279,9 +319,15 @@ export class KubernetesApiProxyServer {
       return;
     }
     // The head goes out with the first body bytes when they come in the same turn (one write for a
-    // small answer); a watch that stays silent still gets its head at once.
+    // small answer); a watch that stays silent still gets its head at once. (res.headersSent is
+    // true as soon as writeHead stored the head, sent or not: whether a body chunk took it out is
+    // tracked here.)
+    let bodyStarted = false;
+    stream.once('data', () => {
+      bodyStarted = true;
+    });
     setImmediate(() => {
-      if (!res.headersSent && !res.destroyed) res.flushHeaders();
+      if (!bodyStarted && !res.destroyed && !res.writableEnded) res.flushHeaders();
     });
     await new Promise<void>((resolve) => {
       finished(stream, { writable: false }, (err) => {
@@ -311,7 +357,19 @@ export class KubernetesApiProxyServer {
 
   // ---- upgrades ------------------------------------------------------------------------------
 
+  /** As onRequest: an exception answers 500 if nothing was written on the socket, else cuts it. */
   private async onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    try {
+      await this.serveUpgrade(req, socket, head);
+    } catch (err) {
+      this.deps.metrics.unexpectedErrors.inc({ kind: 'upgrade' });
+      this.deps.logger.error({ err }, 'proxy upgrade failed unexpectedly');
+      if (this.answeredRaw.has(socket) || socket.destroyed) socket.destroy();
+      else this.refuseRaw(socket, new Refusal(500, 'kas failed to handle this request (an internal error, logged by kas)'));
+    }
+  }
+
+  private async serveUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => {
       /* Failures surface through 'close' below. */
     });
@@ -333,6 +391,7 @@ export class KubernetesApiProxyServer {
     const upgraded = reply.status === 101;
     const headers = responseHeaders(reply.headers, upgraded);
     if (!upgraded) headers.push(['Connection', 'close']);
+    this.answeredRaw.add(socket);
     socket.write(statusLine(reply.status) + headerLines(headers) + '\r\n');
     finished(stream, { writable: false }, (err) => {
       if (err) socket.destroy();
@@ -353,8 +412,9 @@ export class KubernetesApiProxyServer {
       socket.destroy();
       return;
     }
+    this.answeredRaw.add(socket);
     const body = kubernetesStatusBody(r.status, r.message);
-    const extra = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    const extra = Object.entries(r.headers).filter(([k]) => k.toLowerCase() !== 'connection').map(([k, v]) => `${k}: ${v}\r\n`).join('');
     socket.end(`${statusLine(r.status)}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n${extra}\r\n${body.toString()}`);
   }
 }

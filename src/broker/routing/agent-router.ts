@@ -41,7 +41,8 @@ export class AgentRouter {
 
   /**
    * Opens a stream to the agent with `head`; null when no replica holds the agent within the
-   * timeout, or the request was aborted. May throw TunnelError from openStream (STREAM_LIMIT).
+   * timeout, or the request was aborted (then nothing is left open). May throw TunnelError from
+   * openStream (STREAM_LIMIT, HEADER_TOO_LARGE, STREAM_REFUSED).
    */
   async open(agentId: number, head: Head, o: OpenOptions): Promise<OpenedStream | null> {
     const deadline = Date.now() + o.timeoutMs;
@@ -64,13 +65,17 @@ export class AgentRouter {
 
   private async openRemote(agentId: number, head: Head, o: OpenOptions): Promise<OpenedStream | null> {
     if (!this.peers) return null;
-    for (const url of await this.presence.holders(agentId)) {
+    const holders = await this.presence.holders(agentId);
+    for (const url of holders) {
+      // The client may have gone while Redis or the peer connection was awaited: open nothing for it.
+      if (o.signal.aborted) return null;
       let session: Session;
       try {
         session = await this.peers.get(url);
       } catch {
         continue;
       }
+      if (o.signal.aborted) return null;
       if (o.tried.has(session) || !session.acceptsStreams) continue;
       this.metrics.routedRequests.inc({ via: 'peer' });
       return { stream: session.openStream(encodeRouteHead({ agentId, head }), { end: o.end }), via: session };

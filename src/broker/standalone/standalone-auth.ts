@@ -46,16 +46,22 @@ export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
     return found;
   }
 
+  readonly credentialForms = 'send "Authorization: Bearer pat:<agent-id>:<token>" with a proxy token configured for that agent';
+
   async authorize(request: ProxyRequestCredentials): Promise<ProxyAuthResult> {
     const bearer = bearerToken(request.rawHeaders);
-    if (!bearer.ok) return { ok: false, status: 401, message: bearer.message };
+    if (!bearer.ok) return { ok: false, status: 401, message: bearer.message, reason: bearer.missing ? 'missing' : 'malformed' };
     const m = /^pat:(\d{1,18}):(.+)$/.exec(bearer.token);
-    if (!m) return { ok: false, status: 401, message: 'expected "Authorization: Bearer pat:<agent-id>:<token>"' };
+    if (!m) return { ok: false, status: 401, message: 'expected "Authorization: Bearer pat:<agent-id>:<token>"', reason: 'malformed' };
     const agentId = Number(m[1]);
     const token = m[2]!;
     let entry: ProxyEntry | null = null;
-    for (const t of this.proxyTokens) if (tokenMatches(token, t.digest) && t.agents.has(agentId)) entry = t;
-    if (!entry) return { ok: false, status: 401, message: 'unauthorized' };
+    let known = false;
+    for (const t of this.proxyTokens) {
+      if (t.agents.has(agentId)) known = true;
+      if (tokenMatches(token, t.digest) && t.agents.has(agentId)) entry = t;
+    }
+    if (!entry) return { ok: false, status: 401, message: 'unauthorized', reason: known ? 'wrong_token' : 'unknown_agent' };
     return { ok: true, decision: { agentId, impersonate: entry.impersonate, credential: 'pat' } };
   }
 }
