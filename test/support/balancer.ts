@@ -27,6 +27,9 @@ export async function startBalancer(backends: () => string[]): Promise<{ address
         client.pipe(up).pipe(client);
         up.on('error', () => client.destroy());
         client.on('error', () => up.destroy());
+        // A side that closed leaves the other unpiped and paused: end it too, or it stays open forever.
+        client.once('close', () => up.destroy());
+        up.once('close', () => client.destroy());
       });
       up.once('error', () => tryConnect(attempt + 1));
     };
