@@ -6,8 +6,8 @@ import path from 'node:path';
 import { startFakeKubeApi, type FakeKubeApi } from '../support/fake-kube-api.js';
 import { rawHeaderValues } from '../support/headers.js';
 import { KUBECTL_TIMEOUT_MS, Kubectl, assertStdout, assertSucceeded, explain } from '../support/kubectl.js';
-import { startStack, type Stack } from '../support/stack.js';
-import { echoThroughPort } from '../support/streams.js';
+import { proxyRequest, startStack, type Stack } from '../support/stack.js';
+import { echoThroughPort, readAll } from '../support/streams.js';
 
 let api: FakeKubeApi;
 let stack: Stack;
@@ -80,5 +80,38 @@ describe('kubectl through kas and agentk', () => {
     const r = await k.run(['get', 'ns'], { config: wrong });
     if (r.code === 0 || !/Unauthorized/i.test(r.stderr)) throw new Error(`expected Unauthorized: ${explain(r)}`);
     expect(api.requests.length).toBe(before);
+  });
+});
+
+describe('kubectl through kas to an agent that is not connected', () => {
+  let down: Stack;
+  let kd: Kubectl;
+
+  beforeAll(async () => {
+    down = await startStack({ upstream: api, startAgent: false, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' } } } });
+    kd = await Kubectl.create({ server: down.proxyUrl, caPem: down.proxyCa, token: `pat:1:${down.proxyToken}` });
+  });
+
+  afterAll(async () => {
+    await kd?.cleanup();
+    await down?.close();
+  });
+
+  test('newer kubectl shows kas\'s message (its discovery reads error bodies raw), and requests after a vain wait are answered without waiting again', async () => {
+    const result = await kd.run(['get', 'ns']);
+    if (result.code === 0) throw new Error(`kubectl succeeded without an agent: ${explain(result)}`);
+    expect(result.stderr).toContain('agent 1 is not connected');
+    expect(result.stderr).not.toContain('("unknown")');
+    // kubectl's discovery asks several times: the later requests were answered without a wait of their own.
+    expect(result.stderr).toContain('kas did not wait again');
+    const raw = await proxyRequest(down, 'GET', '/api/v1/namespaces');
+    expect(raw.statusCode).toBe(502);
+    expect(JSON.parse((await readAll(raw)).toString())).toMatchObject({ kind: 'Status', code: 502 });
+  });
+
+  test('once the agent connects, it is used at once even right after a vain wait', async () => {
+    await down.startAgent();
+    await down.waitForAgent();
+    assertStdout(await kd.run(['get', 'ns']), /^default\s+Active/m);
   });
 });

@@ -17,6 +17,8 @@ import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import type { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import { kubernetesStatusBody } from '../../shared/k8s-status.js';
+import { statusReply } from './status-reply.js';
+import { AbsentAgents } from './absent-agents.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ListenerTls } from '../configuration/tls-reloader.js';
 import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
@@ -87,9 +89,11 @@ export class KubernetesApiProxyServer {
   /** Upgrade sockets on which an answer head was written: an unexpected failure can only cut them. */
   private readonly answeredRaw = new WeakSet<Duplex>();
   boundAddress = '';
+  private readonly absent: AbsentAgents;
 
   constructor(deps: ProxyServerDeps) {
     this.deps = deps;
+    this.absent = new AbsentAgents(deps.config.agent_wait_timeout);
   }
 
   async start(): Promise<string> {
@@ -172,13 +176,15 @@ export class KubernetesApiProxyServer {
   private async exchange(p: Prepared, cancel: Cancellation, writeBody: (s: TunnelStream) => void): Promise<{ stream: TunnelStream; reply: HttpResponseHead } | Refusal> {
     const { router, config, metrics } = this.deps;
     const tried = new Set<Session>();
+    // An agent a request just waited for in vain is not waited for again (it is still used if it is there).
+    const waitMs = this.absent.recentlyAbsent(p.decision.agentId) ? 0 : config.agent_wait_timeout;
     for (let attempt = 1; ; attempt++) {
       const waitStart = process.hrtime.bigint();
       let opened: OpenedStream | null;
       try {
         opened = await router.open(p.decision.agentId, p.head, {
           end: !p.hasBody,
-          timeoutMs: config.agent_wait_timeout,
+          timeoutMs: waitMs,
           get signal() {
             return cancel.signal;
           },
@@ -199,7 +205,11 @@ export class KubernetesApiProxyServer {
         opened?.stream.reset('CANCELLED', 'client went away');
         return new Refusal(499, 'client went away');
       }
-      if (!opened) return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
+      if (!opened) {
+        if (waitMs === 0) return new Refusal(502, `agent ${p.decision.agentId} is not connected (a request waited ${config.agent_wait_timeout} ms for it moments ago; kas did not wait again)`);
+        this.absent.record(p.decision.agentId);
+        return new Refusal(502, `agent ${p.decision.agentId} is not connected (waited ${config.agent_wait_timeout} ms)`);
+      }
       const { stream, via: session } = opened;
       if (p.hasBody) writeBody(stream);
       const removeHook = cancel.onCancel(() => stream.reset('CANCELLED', 'client went away'));
@@ -350,8 +360,8 @@ export class KubernetesApiProxyServer {
       res.destroy();
       return;
     }
-    const body = kubernetesStatusBody(r.status, r.message);
-    res.writeHead(r.status, { 'Content-Type': 'application/json', 'Content-Length': body.length, ...r.headers });
+    const { contentType, body } = statusReply(res.req.headers.accept, r.status, r.message);
+    res.writeHead(r.status, { 'Content-Type': contentType, 'Content-Length': body.length, ...r.headers });
     res.end(body);
   }
 
