@@ -79,7 +79,8 @@ export interface TunnelDialOptions extends TunnelSocketLimits {
   ca?: string | Buffer;
   handshakeTimeoutMs: number;
   /** The error a refusal of the upgrade (an HTTP status instead of 101) rejects with. */
-  refused: (status: number) => Error;
+  /** The error for an upgrade answered with an HTTP status; `bodyStart` is the answer's first bytes (at most 256). */
+  refused: (status: number, bodyStart: string) => Error;
   /** Receives the WebSocket at once, so a caller can terminate a dial in progress (shutdown). */
   onConnecting?: (ws: WebSocket) => void;
 }
@@ -113,9 +114,27 @@ export function dialTunnelWebSocket(url: string | URL, options: TunnelDialOption
       socket = res.socket as Socket;
     });
     ws.once('unexpected-response', (_req, res) => {
-      refused = options.refused(res.statusCode ?? 0);
-      res.resume();
-      ws.terminate();
+      // The first bytes of the answer tell what answered (a refusal of kas, an HTTPS port's "plain
+      // HTTP" answer): read at most 256 of them, for at most a second.
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let decided = false;
+      const decide = () => {
+        if (decided) return;
+        decided = true;
+        clearTimeout(timer);
+        refused = options.refused(res.statusCode ?? 0, Buffer.concat(chunks).subarray(0, 256).toString('utf8'));
+        ws.terminate();
+      };
+      const timer = setTimeout(decide, 1000);
+      res.on('data', (chunk: Buffer) => {
+        if (size < 256) chunks.push(chunk);
+        size += chunk.length;
+        if (size >= 256) decide();
+      });
+      res.once('end', decide);
+      res.once('error', decide);
+      res.once('close', decide);
     });
     const onError = (err: Error) => {
       ws.off('open', onOpen);

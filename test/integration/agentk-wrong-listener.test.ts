@@ -20,7 +20,7 @@ afterEach(async () => {
 
 test.each([
   ['the Kubernetes API proxy over wss://', () => `wss://${stack.kas.addresses.kubernetes_api}/`, /answered the WebSocket upgrade with HTTP 401 with a JSON body/],
-  ['the Kubernetes API proxy over ws://', () => `ws://${stack.kas.addresses.kubernetes_api}/`, /closed the connection without answering the WebSocket upgrade \(a TLS port\? use wss:\/\//],
+  ['the Kubernetes API proxy over ws://', () => `ws://${stack.kas.addresses.kubernetes_api}/`, /is an HTTPS port that answered plain HTTP with 400 \(use wss:\/\//],
   ['the observability listener', () => `ws://${stack.kas.addresses.observability}/`, /answered the WebSocket upgrade with HTTP 404 instead of switching protocols/],
 ])('agentk dialing %s says it is not a kas agent endpoint', async (_name, address, what) => {
   const kasAddress = address();

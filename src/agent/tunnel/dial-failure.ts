@@ -39,6 +39,10 @@ export function classifyDialFailure(err: unknown, url: URL, connectedBefore: boo
     // kas's agent listener answers its refusals in text; a Kubernetes Status (JSON) comes from the
     // Kubernetes API proxy or an API server, which refuse the agent token for not being theirs.
     const kubernetesApi = err.unauthorized && /^application\/json\b/i.test(err.contentType ?? '');
+    // An HTTPS port's answer to plain HTTP (kas's proxy listener, an API server, Go's net/http).
+    if (!connectedBefore && err.status === 400 && /HTTP request to an HTTPS server/i.test(err.bodyStart)) {
+      return { result: 'not_kas_endpoint', level: 'error', message: `${address} is not a kas agent endpoint: it is an HTTPS port that answered plain HTTP with 400 (use wss://, else ${WHERE})`, fields };
+    }
     if (!connectedBefore && (kubernetesApi || !KAS_STATUSES.has(err.status))) {
       const what = kubernetesApi ? `HTTP ${err.status} with a JSON body, as a Kubernetes API (kas's proxy listener, an API server) answers` : `HTTP ${err.status} instead of switching protocols`;
       return { result: 'not_kas_endpoint', level: 'error', message: `${address} is not a kas agent endpoint: it answered the WebSocket upgrade with ${what}; ${WHERE}`, fields };

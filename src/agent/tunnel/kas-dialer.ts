@@ -27,12 +27,15 @@ export class KasRefusedError extends ProgramError {
   readonly status: number;
   /** The answer's Content-Type: tells kas's own refusals (text) from a Kubernetes API's (JSON Status). */
   readonly contentType: string | undefined;
+  /** The answer's first bytes (at most 256), for telling what answered. */
+  readonly bodyStart: string;
 
-  constructor(status: number, contentType?: string) {
+  constructor(status: number, contentType?: string, bodyStart = '') {
     super('KAS_REFUSED', status === 401 || status === 403 ? `kas refused the agent token (HTTP ${status})` : `kas answered the WebSocket upgrade with HTTP ${status}`);
     this.name = 'KasRefusedError';
     this.status = status;
     this.contentType = contentType;
+    this.bodyStart = bodyStart;
   }
 
   get unauthorized(): boolean {
@@ -55,7 +58,7 @@ export function dialKas(options: KasDialOptions, onConnecting?: (ws: WebSocket) 
     handshakeTimeoutMs: options.handshakeTimeoutMs,
     limits: options.limits,
     tuning: options.tuning,
-    refused: (status) => new KasRefusedError(status, contentType),
+    refused: (status, bodyStart) => new KasRefusedError(status, contentType, bodyStart),
     onConnecting: (ws) => {
       // Runs before the listener that makes the refusal (registered after onConnecting is called).
       ws.once('unexpected-response', (_req, res) => (contentType = res.headers['content-type']));
