@@ -24,7 +24,7 @@ import type { FakeKubeApi } from '../../test/support/fake-kube-api.js';
 import { FaultProxy } from '../../test/support/fault-proxy.js';
 import { LogCapture } from '../../test/support/logs.js';
 import { startRedis, type TestRedis } from '../../test/support/redis.js';
-import { startSoakBalancer } from './soak-balancer.js';
+import { startBalancer } from '../../test/support/balancer.js';
 
 export interface TopologyOptions {
   upstream: FakeKubeApi;
@@ -135,9 +135,9 @@ async function build(options: TopologyOptions, dir: string, cleanups: Array<() =
   let agentTarget = live('agent')[0]!;
   let proxyAddress = live('kubernetes_api')[0]!;
   if (faults) {
-    const agentLb = await startSoakBalancer(() => live('agent'));
+    const agentLb = await startBalancer(() => live('agent'));
     cleanups.push(() => agentLb.close());
-    const proxyLb = await startSoakBalancer(() => live('kubernetes_api'));
+    const proxyLb = await startBalancer(() => live('kubernetes_api'));
     cleanups.push(() => proxyLb.close());
     agentTarget = agentLb.address;
     proxyAddress = proxyLb.address;
