@@ -11,16 +11,9 @@ import { AgentConfigError } from './config-error.js';
 import { helpText, parseFlags, readToken, type AgentFlags } from './flags.js';
 import { loadApiServerConfig } from './kubernetes-api/api-server.js';
 import type { AgentOptions } from './app.js';
+import { processSignals, type ProgramIo } from '../shared/program-io.js';
 
-export interface CliIo {
-  /** Where --help goes. */
-  stdout: NodeJS.WritableStream;
-  /** Where flag errors go. */
-  stderr: NodeJS.WritableStream;
-  /** The log destination (default: stdout). */
-  logDestination?: NodeJS.WritableStream;
-  /** Calls `handler` on each shutdown request; returns a function that stops listening. Default: SIGTERM and SIGINT. */
-  onShutdownSignal?: (handler: (signal: string) => void) => () => void;
+export interface CliIo extends ProgramIo {
   /** Test hook: receives the agent once it is created. */
   onAgent?: (agent: Agentk) => void;
   /** Test hook: overrides options the flags do not reach (backoff, limits). */
@@ -29,13 +22,6 @@ export interface CliIo {
 
 export { EXIT_BAD_CONFIGURATION, EXIT_FAILURE, EXIT_OK };
 
-function processSignals(handler: (signal: string) => void): () => void {
-  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
-  for (const s of signals) process.on(s, handler);
-  return () => {
-    for (const s of signals) process.off(s, handler);
-  };
-}
 
 /** Resolves the files and environment the flags name into AgentOptions. Throws AgentConfigError. */
 export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv): Omit<AgentOptions, 'logger'> {

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { EXIT_BAD_CONFIGURATION, EXIT_FAILURE, EXIT_OK, hasErrorCode } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
+import { processSignals, type ProgramIo } from '../shared/program-io.js';
 import { KasApp } from './app.js';
 import { loadConfigFile } from './configuration/load.js';
 import { devInstructions, ensureDevSetup, type DevSetup } from './standalone/dev-setup.js';
@@ -34,28 +35,13 @@ Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad flags or configuration.
 `;
 
 /** Where kas writes, and the hooks that let a test run it without signals or a process exit. */
-export interface KasCliIo {
-  /** Where --help and --version go. */
-  stdout: NodeJS.WritableStream;
-  /** Where flag and configuration errors and the development setup's instructions go. */
-  stderr: NodeJS.WritableStream;
-  /** The log destination (default: stdout). */
-  logDestination?: NodeJS.WritableStream;
-  /** Calls `handler` on each shutdown request; returns a function that stops listening. Default: SIGTERM and SIGINT. */
-  onShutdownSignal?: (handler: (signal: string) => void) => () => void;
+export interface KasCliIo extends ProgramIo {
   /** Test hook: receives the app once it has started (its bound addresses are known then). */
   onStarted?: (app: KasApp) => void;
 }
 
 type KasFlags = { command: 'help' } | { command: 'version' } | { command: 'run'; config: string | undefined; devDir: string };
 
-function processSignals(handler: (signal: string) => void): () => void {
-  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
-  for (const s of signals) process.on(s, handler);
-  return () => {
-    for (const s of signals) process.off(s, handler);
-  };
-}
 
 /** Parses kas's arguments (without the node and script paths); throws node:util's parse error. */
 function parseFlags(argv: readonly string[]): KasFlags {
