@@ -22,6 +22,7 @@ import { AgentMetrics } from './observability/metrics.js';
 import { followLogLevel } from './observability/log-level.js';
 import { ObservabilityServer } from './observability/observability-server.js';
 import type { BackoffOptions } from './tunnel/backoff.js';
+import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
 import { TunnelPool } from './tunnel/tunnel-pool.js';
 
@@ -141,6 +142,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
           connections: options.kasConnections ?? 2,
           hello,
           handlers: ctx.handlers,
+          kasStreams: ctx.kas,
           metrics: ctx.metrics,
           logger: ctx.logger,
           backoff: options.backoff,
@@ -149,7 +151,15 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         });
         shared.pool = pool;
         const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
-        return { name: 'tunnel', start: async () => pool.start(), stop: () => pool.stop(drainGraceMs) };
+        return {
+          name: 'tunnel',
+          start: async () => pool.start(),
+          stop: () => {
+            // Modules waiting to open a stream towards kas are told at once; open streams get the grace.
+            ctx.kas.stop();
+            return pool.stop(drainGraceMs);
+          },
+        };
       },
     },
   ];
@@ -164,11 +174,12 @@ export function createAgentk(options: AgentOptions): Agentk {
   const kasAddress = kasUrl(options);
   const metrics = new AgentMetrics({ defaultMetrics: options.defaultMetrics });
   const handlers = new StreamHandlers(metrics);
+  const kas = new KasStreams();
   const configuration = new AgentConfigSectionsHub(logger.child({ module: 'configuration' }));
   const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
   const shared: Shared = { kubernetesVersion: '', observability: null, pool: null };
   const modules = agentkModules(shared, configuration).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration }),
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';

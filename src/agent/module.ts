@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import type { AgentOptions } from './app.js';
 import type { AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentMetrics } from './observability/metrics.js';
+import type { KasStreams } from './tunnel/kas-streams.js';
 import type { StreamHandlers } from './tunnel/stream-handlers.js';
 
 /** A running module of agentk. start and stop are called by the app only, never concurrently. */
@@ -33,6 +34,8 @@ export interface AgentkModuleContext {
   readonly handlers: StreamHandlers;
   /** The agent configuration kas sends, by section, latest value first. */
   readonly configuration: AgentConfigSections;
+  /** Streams towards kas: open one of a type kas serves (waiting for a session), or follow sessions. */
+  readonly kas: KasStreams;
 }
 
 /** A feature of agentk as the app sees it before creating it. */

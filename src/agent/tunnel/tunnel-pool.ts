@@ -21,6 +21,7 @@ import type { FileReloader } from '../../shared/file-reloader.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { classifyDialFailure } from './dial-failure.js';
 import { KasRefusedError, dialKas } from './kas-dialer.js';
+import type { KasStreams } from './kas-streams.js';
 import type { StreamHandlers } from './stream-handlers.js';
 
 export interface TunnelPoolOptions {
@@ -38,6 +39,8 @@ export interface TunnelPoolOptions {
   /** The handshake body besides the features (agent version, pod, Kubernetes version); asked at each dial. */
   hello: () => Head;
   handlers: StreamHandlers;
+  /** Told of every session that opens, drains or closes, for the streams modules open towards kas. */
+  kasStreams?: KasStreams;
   metrics: AgentMetrics;
   logger: Logger;
   backoff?: Partial<BackoffOptions>;
@@ -211,16 +214,19 @@ export class TunnelPool {
         this.hadSession = true;
         this.open.add(session);
         update();
+        o.kasStreams?.added(session, peer);
         sessionLog.info({ kasAddress: o.kasAddress.href, kas: welcomeSummary(peer) }, 'connected to kas');
       });
       session.on('goaway', (info) => {
         this.open.delete(session);
+        o.kasStreams?.removed(session);
         update();
         sessionLog.info({ [LogFields.code]: info.code, reason: info.message, graceMs: info.graceMs, streams: session.streamCount }, 'kas is draining this connection; opening a replacement');
         end('goaway');
       });
       session.on('close', (err) => {
         this.open.delete(session);
+        o.kasStreams?.removed(session);
         this.live.delete(session);
         update();
         if (err?.code === 'AUTH_REVOKED') {

@@ -21,7 +21,8 @@ import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
 import type { AgentListenConfig, TunnelConfig } from './config.js';
 import type { TunnelMetrics } from './metrics.js';
-import type { AgentMeta, AgentRegistry } from './agent-registry.js';
+import type { AgentConnection, AgentMeta, AgentRegistry } from './agent-registry.js';
+import type { AgentStreams } from './agent-streams.js';
 import { sessionOptionsFrom } from './session-options.js';
 import type { ListenerTls } from '../configuration/tls-reloader.js';
 import { answerClientError } from '../client-error.js';
@@ -33,6 +34,8 @@ export interface AgentListenerDeps {
   tunnel: TunnelConfig;
   authenticator: AgentAuthenticator;
   registry: AgentRegistry;
+  /** The stream types agentk may open towards kas (announced in WELCOME `features`). */
+  streams: AgentStreams;
   metrics: TunnelMetrics;
   logger: Logger;
   processBudget: BufferBudget;
@@ -169,7 +172,7 @@ export class AgentListener {
       role: 'server',
       ...sessionOptionsFrom(tunnel),
       processBudget,
-      welcome: { connectionId, agentId: identity.agentId },
+      welcome: { connectionId, agentId: identity.agentId, features: this.deps.streams.types },
     });
     this.sessions.add(session);
     metrics.sessions.inc();
@@ -179,7 +182,9 @@ export class AgentListener {
     session.ready.then(
       (hello) => {
         const meta = agentMetaFromHello(hello);
-        unregister = registry.register({ connectionId, identity, session, connectedAt: new Date(), meta });
+        const connection: AgentConnection = { connectionId, identity, session, connectedAt: new Date(), meta };
+        unregister = registry.register(connection);
+        session.on('stream', (stream) => this.deps.streams.dispatch(stream, connection, logger));
         metrics.connectedAgents.set(registry.agentCount);
         metrics.agentConnections.inc({ outcome: 'connected' });
         logger.info({ agentVersion: meta.version, podName: meta.podName, podNamespace: meta.podNamespace }, 'agent connected');

@@ -9,6 +9,7 @@ import { listenerModule } from '../listener-module.js';
 import { defineModule } from '../module.js';
 import { REPLICA_STATE } from '../replicas/service.js';
 import { AgentListener } from './agent-listener.js';
+import { AGENT_STREAMS, AgentStreams } from './agent-streams.js';
 import { agentListenerConfig } from './config.js';
 import { TunnelMetrics } from './metrics.js';
 
@@ -22,6 +23,8 @@ export const agentListenerModule = defineModule({
     ctx.agents.onChange(() => metrics.connectedAgents.set(ctx.agents.agentCount));
     const rateLimit = ctx.services.get(REPLICA_STATE).rateLimit;
     const limit = listen.connections_per_token_per_minute;
+    const streams = new AgentStreams();
+    ctx.services.provide(AGENT_STREAMS, streams);
     const tls = listenerTls({ listener: 'agent', keyPrefix: 'agent.listen', files: listen, metrics: ctx.metrics, logger: ctx.logger });
     const listener = new AgentListener({
       listen,
@@ -29,6 +32,7 @@ export const agentListenerModule = defineModule({
       tls,
       authenticator: ctx.services.get(AUTH).agents,
       registry: ctx.agents,
+      streams,
       metrics,
       logger: ctx.logger,
       processBudget,
