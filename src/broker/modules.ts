@@ -3,7 +3,7 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
-import { apiModule } from './api/module.js';
+import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
@@ -14,6 +14,7 @@ import { agentListenerModule } from './tunnel/module.js';
 export const KAS_MODULES = [
   observabilityModule,
   replicasModule,
+  apiRoutesModule,
   gitlabModule,
   standaloneModule,
   agentListenerModule,

@@ -4,13 +4,14 @@
  * with the shared secret (HS256/384/512, aud gitlab-kas); anything else is 401. Errors are
  * `{"error": {"code", "message"}}`. docs/api.md describes every endpoint.
  */
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { listenFastify } from '../fastify-listen.js';
 import type { Logger } from '../../shared/logger.js';
 import { BUILD_INFO } from '../../shared/version.js';
 import type { GitLabClient } from '../gitlab/client.js';
 import { verifyForKas } from '../gitlab/jwt.js';
 import type { ConnectionRecord } from '../replicas/connection-record.js';
+import { apiError, ids, type ApiRouteRegistration } from './routes.js';
 
 /** What the agent configuration feature offers the API (absent when it is not running). */
 export interface AgentConfigView {
@@ -27,28 +28,13 @@ export interface ApiServerDeps {
   gitPush: (projectId: number) => Promise<void>;
   gitlab: GitLabClient | null;
   agentConfig: () => AgentConfigView | null;
+  /** The endpoints of features (API_ROUTES), added after the built-in ones. */
+  routes?: readonly ApiRouteRegistration[];
   logger: Logger;
 }
 
-const MAX_IDS = 1000;
 const AGENTS_DIR = '.gitlab/agents';
 const CONFIG_FILE = /^\.gitlab\/agents\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/config\.yaml$/;
-
-function apiError(reply: FastifyReply, status: number, code: string, message: string) {
-  return reply.code(status).send({ error: { code, message } });
-}
-
-/** Parses repeated integer query parameters (`?agent_id=1&agent_id=2`); null when any is not an id. */
-function ids(raw: unknown): number[] | null {
-  const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
-  if (list.length > MAX_IDS) return null;
-  const out: number[] = [];
-  for (const v of list) {
-    if (typeof v !== 'string' || !/^\d{1,18}$/.test(v)) return null;
-    out.push(Number(v));
-  }
-  return out;
-}
 
 export class ApiServer {
   private readonly app: FastifyInstance;
@@ -110,6 +96,7 @@ export class ApiServer {
     });
 
     this.app.get('/api/v1/server_info', async () => ({ version: BUILD_INFO.version, commit: BUILD_INFO.commit, build_time: BUILD_INFO.buildTime }));
+    for (const register of deps.routes ?? []) register(this.app);
   }
 
   async start(): Promise<string> {

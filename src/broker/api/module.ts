@@ -7,6 +7,17 @@ import { defineModule } from '../module.js';
 import { REPLICA_STATE } from '../replicas/service.js';
 import { ApiServer } from './api-server.js';
 import { apiConfig } from './config.js';
+import { API_ROUTES, ApiRoutes } from './routes.js';
+
+/** The registry of feature endpoints; early in the list so every feature module can add to it. */
+export const apiRoutesModule = defineModule({
+  name: 'api_routes',
+  owns: [],
+  create(ctx) {
+    ctx.services.provide(API_ROUTES, new ApiRoutes());
+    return null;
+  },
+});
 
 export const apiModule = defineModule({
   name: 'api',
@@ -24,6 +35,7 @@ export const apiModule = defineModule({
       gitPush: (projectId) => state.gitPush.publish(projectId),
       gitlab: services.find(GITLAB)?.client ?? null,
       agentConfig: () => agentConfig,
+      routes: services.get(API_ROUTES).all,
       logger: ctx.logger,
     });
     return listenerModule('api', api);
