@@ -173,7 +173,7 @@ describe('the list/watch loop (scripted server)', () => {
     const events: string[] = [];
     handle.on((ev) => events.push(`${ev.type} ${ev.object.metadata!.name} ${ev.object.metadata!.resourceVersion}`));
     await handle.waitForSync();
-    await waitFor(() => lists === 2 && handle.get('ns', 'c') !== undefined, 'the relist');
+    await waitFor(() => lists === 2 && handle.get('ns', 'c') !== undefined && watches >= 3, 'the relist and the watch after it');
     expect(events).toEqual(['add a 10', 'add b 10', 'update b 11', 'delete b 11', 'add c 40']);
     const watchRvs = requests.filter((u) => u.searchParams.get('watch') === '1').map((u) => u.searchParams.get('resourceVersion'));
     // After the list at 10; after the normal end, from the bookmark's 15; after the relist, from 40.
