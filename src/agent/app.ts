@@ -16,6 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers } from './informers/informers.js';
+import { clusterEventsModule } from './cluster-events/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -165,6 +166,8 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         };
       },
     },
+    // After the tunnel: it stops first, ending its stream to kas before the sessions drain.
+    clusterEventsModule(shared.apiClient),
   ];
 }
 
