@@ -105,6 +105,8 @@ export class EventSender {
       }
       const openedAt = Date.now();
       this.stream = stream;
+      // kas sends nothing but its end; reading it lets the stream close once both directions ended.
+      stream.resume();
       stream.on('drain', () => this.flush());
       this.flush();
       const err = await new Promise<Error | null>((resolve) => {
