@@ -13,14 +13,14 @@ export const clusterEventsConfig = configPart('agent.events', {
   watch_heartbeat: duration('15s'),
   max_watchers: z.number({ error: 'expected a number of watch requests' }).int().min(0).max(1_000_000).default(1000),
   redis_ttl: duration('24h'),
-}, `enabled: true
-ring_size: 200
-max_memory: 67108864
-rate_limit: 50
+}, `enabled: true                 # cluster events from agentk, agent connects and disconnects
+ring_size: 200                # events kept per agent
+max_memory: 67108864          # bytes (64 MiB) for all agents' events; the busiest agents' oldest go first
+rate_limit: 50                # events per second kas takes from one agent (above: dropped, counted)
 burst: 200
-watch_buffer: 262144
+watch_buffer: 262144          # bytes waiting for one watch request; a watcher that falls behind is cut
 watch_heartbeat: 15s
-max_watchers: 1000
-redis_ttl: 24h`);
+max_watchers: 1000            # open watch requests on this kas
+redis_ttl: 24h                # with a redis section: how long an agent's event history stays in Redis`);
 
 export type ClusterEventsConfig = ConfigOf<[typeof clusterEventsConfig]>['agent']['events'];
