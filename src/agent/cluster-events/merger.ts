@@ -21,6 +21,8 @@ export interface EventMergerOptions {
   maxEntries?: number;
   /** Records waiting to be sent; past it the oldest waiting one is dropped. */
   maxQueued?: number;
+  /** Called when a record starts waiting (the sender schedules a write). */
+  onQueued?: () => void;
 }
 
 export const DEFAULT_MAX_ENTRIES = 5000;
@@ -93,6 +95,7 @@ export class EventMerger {
   private push(key: string, entry: Entry): void {
     entry.queued = true;
     this.queue.push(key);
+    this.o.onQueued?.();
     if (this.queue.length > this.maxQueued) {
       const oldest = this.entries.get(this.queue.shift()!);
       if (oldest) oldest.queued = false;

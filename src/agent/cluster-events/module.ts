@@ -49,7 +49,7 @@ class ClusterEventsAgent implements AgentkModule {
     this.metrics = new ClusterEventsAgentMetrics(ctx.metrics.registry);
     this.settings = eventSettings(undefined);
     this.bucket = new TokenBucket(this.settings.rate, this.settings.burst);
-    this.merger = new EventMerger({ bucket: this.bucket, metrics: this.metrics });
+    this.merger = new EventMerger({ bucket: this.bucket, metrics: this.metrics, onQueued: () => this.sender.schedule() });
     this.sender = new EventSender({ kas: ctx.kas, merger: this.merger, metrics: this.metrics, logger: ctx.logger, flushMs: options.flushMs, backoff: ctx.options.backoff });
     this.labels = new ObjectLabels(getJsonWith(client));
   }
@@ -85,6 +85,10 @@ class ClusterEventsAgent implements AgentkModule {
     const prev = this.settings;
     this.settings = next;
     this.bucket.configure(next.rate, next.burst);
+    const summary = (s: EventSettings) => JSON.stringify([[...s.types], s.namespaces, s.labelSelector, s.rate, s.burst]);
+    if (summary(prev) !== summary(next)) {
+      this.ctx.logger.info({ types: [...next.types], namespaces: next.namespaces, labelSelector: next.labelSelector, rateLimit: next.rate, burst: next.burst }, 'cluster events settings applied');
+    }
     const watching = this.handles.length > 0;
     const wanted = next.types.size > 0;
     if (watching && wanted && prev.namespaces.join(',') === next.namespaces.join(',')) return;

@@ -1,6 +1,8 @@
 /**
  * Keeps one `agent_events` stream open towards kas (reopened with backoff after it is lost) and
- * writes what the merger has waiting, in batches, every flush interval. Writes follow the stream's
+ * writes what the merger has waiting, in batches: at once when nothing was written for a flush
+ * interval (a lone event goes out without delay), else at the end of the interval (a burst goes out
+ * in few batches, its repeats merged). Writes follow the stream's
  * backpressure: while kas does not take more, records wait in the merger (bounded there). Delivery
  * is at most once: records written to a stream that then fails are not sent again.
  */
@@ -39,6 +41,7 @@ export class EventSender {
   private readonly abort = new AbortController();
   private stream: TunnelStream | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private lastFlush = 0;
   private running: Promise<void> | null = null;
   private loggedNotServed = false;
 
@@ -46,13 +49,22 @@ export class EventSender {
 
   start(): void {
     this.running = this.run();
-    this.timer = setInterval(() => this.flush(), this.o.flushMs ?? DEFAULT_FLUSH_MS);
+  }
+
+  /** A record is waiting: write it now, or at the end of the current flush interval. */
+  schedule(): void {
+    if (this.timer || this.abort.signal.aborted) return;
+    const wait = Math.max(0, this.lastFlush + (this.o.flushMs ?? DEFAULT_FLUSH_MS) - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+    }, wait);
     this.timer.unref();
   }
 
   async stop(): Promise<void> {
     this.abort.abort(new Error('cluster events stopped'));
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.stream?.end();
     this.stream = null;
     await this.running;
@@ -61,7 +73,8 @@ export class EventSender {
   /** Writes the waiting records if a stream is open and takes them. */
   flush(): void {
     const s = this.stream;
-    if (!s || s.destroyed || s.writableNeedDrain) return;
+    if (!s || s.destroyed || s.writableNeedDrain || this.o.merger.queued === 0) return;
+    this.lastFlush = Date.now();
     while (this.o.merger.queued > 0) {
       const records = this.o.merger.take(MAX_EVENT_BATCH_RECORDS).map(encodeEventRecordSafe).filter((r): r is Uint8Array => r !== null);
       // A batch of the largest records could pass the batch cap: split it.
