@@ -23,7 +23,7 @@ import { eventSettings, type EventSettings } from './settings.js';
 import { TokenBucket } from './token-bucket.js';
 
 export interface ClusterEventsOptions {
-  /** How often waiting records are written, ms (default 250): the window in which repeats merge for free. */
+  /** How often waiting records are written, ms (default 100): the window in which repeats merge for free. */
   flushMs?: number;
 }
 

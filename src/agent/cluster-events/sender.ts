@@ -14,7 +14,7 @@ import type { KasStreams } from '../tunnel/kas-streams.js';
 import type { EventMerger } from './merger.js';
 import type { ClusterEventsAgentMetrics } from './metrics.js';
 
-export const DEFAULT_FLUSH_MS = 250;
+export const DEFAULT_FLUSH_MS = 100;
 
 export interface EventSenderOptions {
   kas: KasStreams;
