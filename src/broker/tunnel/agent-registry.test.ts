@@ -51,4 +51,18 @@ describe('agent registry', () => {
       s.client.close();
     }
   });
+
+  test('connectivity listeners hear each registration and each end once, with the reason the listener gave', async () => {
+    const r = new AgentRegistry();
+    const heard: string[] = [];
+    r.onConnectivity((c) => heard.push(c.kind === 'connected' ? `connected ${c.connection.identity.agentId}` : `disconnected ${c.connection.identity.agentId} ${c.reason} ${c.detail}`));
+    const { server, client } = await openSession();
+    const unregister = r.register(conn(3, server));
+    unregister('keepalive_timeout', 'no pong');
+    unregister('error');
+    expect(heard).toEqual(['connected 3', 'disconnected 3 keepalive_timeout no pong']);
+    server.close();
+    client.close();
+  });
 });
+
