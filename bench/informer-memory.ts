@@ -9,6 +9,7 @@
  *   npm run bench:informers -- [--configmaps 10000] [--pods 10000] [--concurrency 20]
  */
 import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../src/shared/logger.js';
 import { RESOURCES, SharedInformers } from '../src/agent/informers/informers.js';
@@ -238,7 +239,10 @@ async function main(): Promise<void> {
         `${r.mode.padEnd(11)} ${String(r.objects).padStart(7)}  ${(r.syncMs / 1000).toFixed(1).padStart(6)}   ${mib(r.cached.rss).padStart(6)} (+${mib(drss)})   ${mib(r.cached.heapUsed).padStart(6)} (+${mib(dheap)})   ${String(Math.round(perCm)).padStart(16)}   ${String(Math.round(perPod)).padStart(10)}`,
       );
     }
-    console.log(`\n${JSON.stringify({ configMaps: CONFIGMAPS, pods: PODS, cmBytes, podBytes, results })}`);
+    const file = `bench/results/informers-${new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z')}.json`;
+    mkdirSync('bench/results', { recursive: true });
+    writeFileSync(file, `${JSON.stringify({ configMaps: CONFIGMAPS, pods: PODS, cmBytes, podBytes, results }, null, 2)}\n`);
+    console.log(`\nwritten to ${file}`);
   } finally {
     await cluster.stop();
   }
