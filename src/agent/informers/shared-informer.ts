@@ -57,6 +57,8 @@ export interface SharedInformerOptions {
   backoff?: Partial<BackoffOptions>;
   /** Server-side watch timeout, s (default random in [300, 600)). */
   watchTimeoutSeconds?: number;
+  /** A watch that received nothing for this long is cut, ms (default: its timeout + 60 s). */
+  watchSilenceMs?: number;
 }
 
 /** The `resource` label of an informer's metrics: the plural, with `.group` for non-core groups. */
@@ -321,10 +323,10 @@ export class SharedInformer {
     // The server ends the watch after `timeout` s and sends bookmarks meanwhile: a watch silent for
     // much longer sits on a dead connection that TCP has not noticed yet.
     let lastDataAt = Date.now();
-    const silentMs = (timeout + 60) * 1000;
+    const silentMs = this.options.watchSilenceMs ?? (timeout + 60) * 1000;
     const deadman = setInterval(() => {
       if (Date.now() - lastDataAt > silentMs) res.destroy(new Error(`the watch was silent for ${Math.round(silentMs / 1000)} s`));
-    }, Math.min(30_000, silentMs));
+    }, Math.min(30_000, Math.max(10, silentMs / 4)));
     try {
       return await this.readWatch(res, () => (lastDataAt = Date.now()));
     } finally {
