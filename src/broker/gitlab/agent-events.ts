@@ -41,7 +41,7 @@ export class AgentEvents implements ReportSource<AgentEventsBody> {
   private readonly dropped: Counter<'event'>;
 
   constructor(
-    client: GitLabClient,
+    client: Pick<GitLabClient, 'postAgentEvents'>,
     private readonly logger: Logger,
     private readonly maxPending: number,
     registry: Registry,
