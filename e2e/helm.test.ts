@@ -10,11 +10,12 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseFlags } from '../src/agent/flags.js';
+import { telemetryFromEnv } from '../src/agent/registration/telemetry.js';
 import { validateConfig } from '../src/broker/configuration/schema.js';
 import { parseDuration } from '../src/shared/duration.js';
 import { Kubectl, assertStdout, assertSucceeded, explain } from '../test/support/kubectl.js';
 import { startCluster, type Cluster } from './support/cluster.js';
-import { CHARTS, Helm, explainHelm, findObject, kinds, parseManifests, type K8sObject } from './support/helm.js';
+import { CHARTS, Helm, REPO_ROOT, explainHelm, findObject, kinds, parseManifests, type K8sObject } from './support/helm.js';
 
 type Values = Record<string, unknown>;
 
@@ -115,6 +116,13 @@ function checkAgentk(objects: K8sObject[], expectedSecret: string | null) {
   }
   const sa = podSpec(objects).serviceAccountName;
   findObject(objects, 'ServiceAccount', sa);
+  // What agentk registers with: the pod's UID from the downward API, and telemetry agentk accepts whole.
+  const env = c.env ?? [];
+  expect(env.find((e) => e.name === 'POD_UID')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.uid' } });
+  const literal = Object.fromEntries(env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+  const { telemetry, skipped } = telemetryFromEnv(literal);
+  expect(skipped).toEqual([]);
+  expect(telemetry).toEqual({ installation_method: 'helm', helm_chart_version: (parseYaml(readFileSync(path.join(REPO_ROOT, 'helm/agentk/Chart.yaml'), 'utf8')) as { version: string }).version });
   return flags;
 }
 

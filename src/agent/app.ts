@@ -22,6 +22,7 @@ import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { followLogLevel } from './observability/log-level.js';
 import { ObservabilityServer } from './observability/observability-server.js';
+import { createRegistration } from './registration/module.js';
 import type { BackoffOptions } from './tunnel/backoff.js';
 import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
@@ -44,9 +45,17 @@ export interface AgentOptions {
   observabilityListenAddress?: string | ListenAddress;
   /** The API server to serve requests against: see loadApiServerConfig. */
   apiServer: ApiServerConfig;
-  /** This pod's name and namespace, reported to kas (POD_NAME, POD_NAMESPACE). */
+  /** This pod's name, namespace and UID, reported to kas (POD_NAME, POD_NAMESPACE, POD_UID). */
   podName?: string;
   podNamespace?: string;
+  podUid?: string;
+  /**
+   * Environment variables whose `GITLAB_AGENT_TELEMETRY_*` entries become the extra telemetry of the
+   * registration (others are ignored; default none).
+   */
+  telemetryEnvironment?: NodeJS.ProcessEnv;
+  /** How often agentk registers again with kas on every session, ms (default 5 min). */
+  registrationPeriodMs?: number;
   /** Default: pino JSON on stdout at info. */
   logger?: Logger;
   /** How long in-flight streams may finish when stopping, ms (default 5000). */
@@ -89,6 +98,7 @@ interface Shared {
   pool: TunnelPool | null;
   /** agentk's client of its API server: the proxy's requests and the informers' lists and watches. */
   apiClient: ApiServerClient;
+  kubernetesApi: KubernetesApiModule | null;
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
@@ -116,6 +126,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
       name: 'kubernetes_api',
       create: (ctx) => {
         const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, client: shared.apiClient, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        shared.kubernetesApi = module;
         return {
           name: module.name,
           start: async () => {
@@ -127,6 +138,15 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
       },
     },
     { name: 'configuration', create: (ctx) => new AgentConfigurationReceiver({ handlers: ctx.handlers, rootLogger: ctx.rootLogger, logger: ctx.logger, sections }) },
+    {
+      name: 'registration',
+      create: (ctx) =>
+        createRegistration(ctx, async () => {
+          const version = (await shared.kubernetesApi?.refreshVersion()) ?? '';
+          if (version) shared.kubernetesVersion = version;
+          return version;
+        }),
+    },
     {
       name: 'tunnel',
       create: (ctx) => {
@@ -185,7 +205,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   const apiClient = new ApiServerClient(options.apiServer, { logger: logger.child({ module: 'kubernetes_api' }), tokenRefreshMs: options.tokenRefreshMs, metrics });
   // Informers start on a feature's first acquire and are stopped after every module has stopped.
   const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
-  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient, kubernetesApi: null };
   const modules = agentkModules(shared, configuration).map((factory) =>
     factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers }),
   );

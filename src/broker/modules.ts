@@ -3,6 +3,7 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
+import { agentRegistrationModule } from './agent-registration/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
@@ -18,6 +19,7 @@ export const KAS_MODULES = [
   gitlabModule,
   standaloneModule,
   agentListenerModule,
+  agentRegistrationModule,
   kubernetesApiModule,
   agentConfigurationModule,
   apiModule,

@@ -148,6 +148,11 @@ export class GitLabClient {
     await this.call({ method: 'POST', path: 'internal/kubernetes/usage_metrics', jwt: true, idempotent: false, body });
   }
 
+  /** Not idempotent either: GitLab counts what it receives. */
+  async postAgentEvents(body: { events: Record<string, unknown[]> }): Promise<void> {
+    await this.call({ method: 'POST', path: 'internal/kubernetes/agent_events', jwt: true, idempotent: false, body });
+  }
+
   /** HEAD of a repository file: its commit and blob ids, or null when the file does not exist. */
   async fileHead(project: number | string, path: string, ref: string): Promise<{ commitId: string; blobId: string; size: number } | null> {
     try {
