@@ -13,7 +13,7 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
@@ -74,6 +74,10 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
+  readonly kas: KasStreams;
+  /** The agent configuration in force, by section (ctx.configuration). */
+  readonly configuration: AgentConfigSections;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -198,6 +202,8 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    kas,
+    configuration,
     get observabilityAddress() {
       return shared.observability!.address;
     },

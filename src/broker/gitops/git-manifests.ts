@@ -100,10 +100,10 @@ export class GitManifests {
     return env;
   }
 
-  private git(args: string[], options: { cwd?: boolean; input?: string; maxOutput?: number } = {}): Promise<Run> {
+  private git(args: string[], options: { cwd?: boolean; maxOutput?: number } = {}): Promise<Run> {
     const fullArgs = options.cwd === false ? args : ['-C', this.dir, ...args];
     return new Promise((resolve, reject) => {
-      const child = spawn('git', fullArgs, { env: this.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn('git', fullArgs, { env: this.env(), stdio: ['ignore', 'pipe', 'pipe'] });
       const out: Buffer[] = [];
       let outBytes = 0;
       let err = '';
@@ -129,7 +129,6 @@ export class GitManifests {
           reject(new GitCommandError(`git ${args[0]} ${why}: ${err.trim().split('\n').slice(-3).join(' ').slice(0, 500)}`, code, err));
         }
       });
-      child.stdin.end(options.input ?? '');
     });
   }
 
@@ -264,6 +263,8 @@ class CatFileBatch {
       this.failed ??= err;
       this.wake?.();
     };
+    // A write after git ended is answered by the close below.
+    this.child.stdin.on('error', () => undefined);
     this.child.on('error', (e) => fail(new GitCommandError(`git cat-file could not run: ${e.message}`, null, '')));
     this.child.on('close', () => fail(new GitCommandError('git cat-file ended', null, '')));
   }
