@@ -269,10 +269,18 @@ export class GitLabClient {
         }
         const chunks: Buffer[] = [];
         let size = 0;
+        let cut = false;
         res.on('data', (c: Buffer) => {
+          if (cut) return;
           size += c.length;
           if (size > maxBytes) {
-            req.destroy(new GitLabError(413, `GitLab's answer to ${o.path} exceeds ${maxBytes} bytes`));
+            // Once: the rest of the answer is dropped with the connection.
+            cut = true;
+            const err = new GitLabError(413, `GitLab's answer to ${o.path} exceeds ${maxBytes} bytes`);
+            reject(err);
+            // Not req.destroy(err): with keep-alive the socket may already be back in the pool, where
+            // an error event has no listener. Destroying the response closes the connection quietly.
+            res.destroy();
             return;
           }
           chunks.push(c);
