@@ -147,10 +147,13 @@ export class ManifestPoller {
     this.o.metrics.projects.set(this.watches.size);
   }
 
-  /** A git push for a project (its number): its watches poll now. */
+  /**
+   * A git push for a project (its number): its watches poll now, and so do watches whose number is
+   * not known yet (never read: GitLab tells the number with the first read), so no push is lost.
+   */
   gitPush(projectNumber: number): void {
     for (const w of this.watches.values()) {
-      if (w.pushId === projectNumber || w.id === String(projectNumber)) {
+      if (w.pushId === projectNumber || w.id === String(projectNumber) || (w.pushId === null && !w.read)) {
         this.o.logger.debug({ agentId: w.agentId, projectId: w.id }, 'git push: polling the manifest project now');
         void this.poll(w);
       }
