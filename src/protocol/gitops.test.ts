@@ -166,3 +166,13 @@ describe('gitops_manifests records', () => {
     for (const p of ['', '/a', 'a//b', 'a/./b', 'a/../b', '..', 'a\\b', 'a\0b', 'a/', 'x'.repeat(5000)]) expect({ p, safe: isSafeManifestPath(p) }).toEqual({ p, safe: false });
   });
 });
+
+describe('docs/gitops.md', () => {
+  test('lists every MANIFEST_* code, and no other', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { MANIFEST_ERROR_CODES } = await import('./gitops.js');
+    const doc = readFileSync(new URL('../../docs/gitops.md', import.meta.url), 'utf8');
+    const rows = [...doc.matchAll(/^\|\s*`(MANIFEST_[A-Z_]+)`\s*\|/gm)].map((m) => m[1]);
+    expect(rows.sort()).toEqual(Object.keys(MANIFEST_ERROR_CODES).sort());
+  });
+});
