@@ -13,7 +13,7 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers, type Informers } from './informers/informers.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
@@ -86,6 +86,10 @@ export interface Agentk {
   readonly logger: Logger;
   /** The informer layer the modules share (stopped when agentk stops). */
   readonly informers: Informers;
+  /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
+  readonly kas: KasStreams;
+  /** The agent configuration in force, by section (ctx.configuration). */
+  readonly configuration: AgentConfigSections;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -230,6 +234,8 @@ export function createAgentk(options: AgentOptions): Agentk {
     metrics,
     logger,
     informers,
+    kas,
+    configuration,
     get observabilityAddress() {
       return shared.observability!.address;
     },

@@ -6,6 +6,7 @@ import { agentConfigurationModule } from './agent-configuration/module.js';
 import { agentRegistrationModule } from './agent-registration/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
+import { gitopsModule } from './gitops/module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
@@ -22,6 +23,7 @@ export const KAS_MODULES = [
   agentRegistrationModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  gitopsModule,
   apiModule,
   usageMetricsModule,
 ] as const;

@@ -32,6 +32,11 @@ export interface AgentConnection {
   readonly meta: AgentMeta;
   /** Set by the agent_registration module on each registration; goes with the connection. */
   registration?: AgentRegistration;
+  /**
+   * The agent's token, for calls kas makes to GitLab on the agent's behalf (GitOps: project_info).
+   * A function, so that logging a connection never prints it. Absent in tests that build connections.
+   */
+  readonly agentToken?: () => string;
 }
 
 export class AgentRegistry {
