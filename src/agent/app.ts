@@ -13,9 +13,9 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
-import { SharedInformers } from './informers/informers.js';
+import { SharedInformers, type Informers } from './informers/informers.js';
 import { clusterEventsModule } from './cluster-events/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
@@ -23,6 +23,7 @@ import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { followLogLevel } from './observability/log-level.js';
 import { ObservabilityServer } from './observability/observability-server.js';
+import { createRegistration } from './registration/module.js';
 import type { BackoffOptions } from './tunnel/backoff.js';
 import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
@@ -45,9 +46,17 @@ export interface AgentOptions {
   observabilityListenAddress?: string | ListenAddress;
   /** The API server to serve requests against: see loadApiServerConfig. */
   apiServer: ApiServerConfig;
-  /** This pod's name and namespace, reported to kas (POD_NAME, POD_NAMESPACE). */
+  /** This pod's name, namespace and UID, reported to kas (POD_NAME, POD_NAMESPACE, POD_UID). */
   podName?: string;
   podNamespace?: string;
+  podUid?: string;
+  /**
+   * Environment variables whose `GITLAB_AGENT_TELEMETRY_*` entries become the extra telemetry of the
+   * registration (others are ignored; default none).
+   */
+  telemetryEnvironment?: NodeJS.ProcessEnv;
+  /** How often agentk registers again with kas on every session, ms (default 5 min). */
+  registrationPeriodMs?: number;
   /** Default: pino JSON on stdout at info. */
   logger?: Logger;
   /** How long in-flight streams may finish when stopping, ms (default 5000). */
@@ -76,6 +85,12 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** The informer layer the modules share (stopped when agentk stops). */
+  readonly informers: Informers;
+  /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
+  readonly kas: KasStreams;
+  /** The agent configuration in force, by section (ctx.configuration). */
+  readonly configuration: AgentConfigSections;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -88,6 +103,7 @@ interface Shared {
   pool: TunnelPool | null;
   /** agentk's client of its API server: the proxy's requests and the informers' lists and watches. */
   apiClient: ApiServerClient;
+  kubernetesApi: KubernetesApiModule | null;
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
@@ -115,6 +131,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
       name: 'kubernetes_api',
       create: (ctx) => {
         const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, client: shared.apiClient, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        shared.kubernetesApi = module;
         return {
           name: module.name,
           start: async () => {
@@ -126,6 +143,15 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
       },
     },
     { name: 'configuration', create: (ctx) => new AgentConfigurationReceiver({ handlers: ctx.handlers, rootLogger: ctx.rootLogger, logger: ctx.logger, sections }) },
+    {
+      name: 'registration',
+      create: (ctx) =>
+        createRegistration(ctx, async () => {
+          const version = (await shared.kubernetesApi?.refreshVersion()) ?? '';
+          if (version) shared.kubernetesVersion = version;
+          return version;
+        }),
+    },
     {
       name: 'tunnel',
       create: (ctx) => {
@@ -186,7 +212,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   const apiClient = new ApiServerClient(options.apiServer, { logger: logger.child({ module: 'kubernetes_api' }), tokenRefreshMs: options.tokenRefreshMs, metrics });
   // Informers start on a feature's first acquire and are stopped after every module has stopped.
   const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
-  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient, kubernetesApi: null };
   const modules = agentkModules(shared, configuration).map((factory) =>
     factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers }),
   );
@@ -210,6 +236,9 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    informers,
+    kas,
+    configuration,
     get observabilityAddress() {
       return shared.observability!.address;
     },

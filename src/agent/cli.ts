@@ -49,6 +49,8 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     apiServer,
     podName: env.POD_NAME,
     podNamespace: env.POD_NAMESPACE,
+    podUid: env.POD_UID,
+    telemetryEnvironment: env,
   };
 }
 

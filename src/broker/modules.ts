@@ -3,9 +3,11 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
+import { agentRegistrationModule } from './agent-registration/module.js';
 import { clusterEventsModule } from './cluster-events/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
+import { gitopsModule } from './gitops/module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
@@ -19,9 +21,11 @@ export const KAS_MODULES = [
   gitlabModule,
   standaloneModule,
   agentListenerModule,
+  agentRegistrationModule,
   clusterEventsModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  gitopsModule,
   apiModule,
   usageMetricsModule,
 ] as const;

@@ -10,14 +10,16 @@
  *   401 `{"message":"KAS JWT authentication invalid"}`):
  *   `GET agent_info` (+ `Authorization: Bearer <agent token>`), `GET project_info?id=`,
  *   `GET verify_project_access?id=` (204, as GitLab), `POST authorize_proxy_user`,
- *   `POST agent_configuration` (204), `POST usage_metrics` (204).
+ *   `POST agent_configuration` (204), `POST usage_metrics` (204), `POST agent_events` (204; the
+ *   event names and entry shapes of GitLab's kas, checked strictly: anything else is 400).
  * - `GET /job/allowed_agents` with `Job-Token` (no JWT).
  * - Repositories, with the repository token (`PRIVATE-TOKEN: <t>` or `Authorization: Bearer <t>`):
  *   `GET|HEAD /projects/:id/repository/files/:path/raw?ref=` (ref optional: the default branch),
  *   `GET|HEAD /projects/:id/repository/files/:path?ref=` (ref required; JSON with base64 content, and the
  *   `X-Gitlab-*` headers), `GET /projects/:id/repository/tree?path=&ref=&recursive=&page=&per_page=`
  *   (offset pagination as GitLab; `pagination=none` with `recursive=true` lists everything at once),
- *   `GET /projects/:id/repository/branches/:branch`. `:id` is a numeric id or a URL-encoded full path;
+ *   `GET /projects/:id/repository/branches/:branch`, `GET /projects/:id/repository/commits/:sha` (a commit
+ *   id, branch or tag name; 404 `{"message":"404 Commit Not Found"}`). `:id` is a numeric id or a URL-encoded full path;
  *   `:path` and `:branch` are single URL-encoded segments (a raw `/` inside them is a 404, as GitLab).
  * - Anything else: 404 `{"message":"404 Not Found"}`; a known path with another method: 405.
  *
@@ -274,6 +276,16 @@ export interface FakeCiJob {
   allowedAgents: Array<{ id: number; configProjectId: number; configuration: { default_namespace?: string; access_as?: unknown; [key: string]: unknown } }>;
 }
 
+/** A `POST agent_events` body as GitLab accepts it. */
+export interface AgentEventsPost {
+  events: {
+    register_agent_at_kas?: Array<{ project_id: number | string; agent_id: number | string; agent_version: string; architecture: string; kubernetes_version: string; extra_telemetry?: Record<string, string> }>;
+    k8s_api_proxy_requests_unique_users_via_ci_access?: Array<{ user_id: number | string; project_id: number | string }>;
+    k8s_api_proxy_requests_unique_users_via_user_access?: Array<{ user_id: number | string; project_id: number | string }>;
+    k8s_api_proxy_requests_unique_users_via_pat_access?: Array<{ user_id: number | string; project_id: number | string }>;
+  };
+}
+
 /** Which calls a `failNext`/`delayNext` rule applies to: a path without the `/api/v4` prefix (exact, as sent, query excluded), or a RegExp tested on it. */
 export type PathMatcher = string | RegExp;
 
@@ -319,6 +331,8 @@ export interface FakeGitLab {
   deleteFile(projectId: number, ref: string, path: string): string;
   /** The head commit id of a branch, or undefined if it has no commits. */
   headCommit(projectId: number, ref: string): string | undefined;
+  /** Points a tag at a commit (default: the default branch's head); refs and `commits/:sha` then resolve its name. */
+  setTag(projectId: number, name: string, commitId?: string): void;
 
   /** Every call received, in arrival order. Tests may truncate it (`calls.length = 0`). */
   readonly calls: RecordedCall[];
@@ -326,6 +340,8 @@ export interface FakeGitLab {
   readonly agentConfigurations: Array<{ agent_id: unknown; agent_config: unknown }>;
   /** Bodies of valid `POST usage_metrics` calls (answered 204), in order. */
   readonly usageMetrics: unknown[];
+  /** Bodies of valid `POST agent_events` calls (answered 204), in order. */
+  readonly agentEvents: AgentEventsPost[];
   /** Calls matching `path` (see {@link PathMatcher}) answered so far. */
   callsTo(path: PathMatcher): RecordedCall[];
   /**
@@ -452,6 +468,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
   const calls: RecordedCall[] = [];
   const agentConfigurations: Array<{ agent_id: unknown; agent_config: unknown }> = [];
   const usageMetrics: unknown[] = [];
+  const agentEvents: AgentEventsPost[] = [];
   const failRules: Array<{ match: PathMatcher; status: number; remaining: number; headers: Record<string, string> }> = [];
   const delayRules: Array<{ match: PathMatcher; ms: number; remaining: number }> = [];
   const pendingDelays = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
@@ -490,7 +507,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
 
   function resolveRef(project: ProjectState, ref: string | null): CommitState | undefined {
     const name = ref === null ? project.defaultBranch : ref.replace(/^refs\/heads\//, '');
-    const byName = project.refs.get(name);
+    const byName = project.refs.get(name) ?? project.refs.get(`refs/tags/${name.replace(/^refs\/tags\//, '')}`);
     if (byName !== undefined) return project.commits.get(byName);
     if (!/^[0-9a-f]{7,40}$/.test(name)) return undefined;
     const matches = [...project.commits.values()].filter((c) => c.id.startsWith(name));
@@ -673,6 +690,49 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     return { status: 204 };
   }
 
+  /** GitLab's agent_events: known event names only, each entry exactly its fields (ids as integers or digit strings). */
+  function agentEventsHandler(ctx: RequestContext): Reply {
+    requireJwt(ctx);
+    const body = jsonObjectBody(ctx);
+    const extra = Object.keys(body).filter((k) => k !== 'events');
+    if (extra.length > 0) throw badRequest(`unknown parameter ${extra[0]}`);
+    if (!isPlainObject(body.events)) throw badRequest('events is missing or not an object');
+    const id = (entry: Record<string, unknown>, where: string, name: string) => {
+      const n = coerceInteger(entry[name]);
+      if (n === undefined || n <= 0) throw badRequest(`${where}.${name} is invalid`);
+    };
+    const text = (entry: Record<string, unknown>, where: string, name: string) => {
+      if (typeof entry[name] !== 'string') throw badRequest(`${where}.${name} is invalid`);
+    };
+    const exactly = (entry: Record<string, unknown>, where: string, required: string[], optional: string[] = []) => {
+      for (const k of required) if (!(k in entry)) throw badRequest(`${where}.${k} is missing`);
+      for (const k of Object.keys(entry)) if (!required.includes(k) && !optional.includes(k)) throw badRequest(`${where}.${k} is not a parameter`);
+    };
+    const known = /^(register_agent_at_kas|k8s_api_proxy_requests_unique_users_via_(ci|user|pat)_access)$/;
+    for (const [name, entries] of Object.entries(body.events)) {
+      if (!known.test(name)) throw badRequest(`events[${name}] is not an event GitLab knows`);
+      if (!Array.isArray(entries)) throw badRequest(`events[${name}] is not an array`);
+      entries.forEach((entry: unknown, i) => {
+        const where = `events[${name}][${i}]`;
+        if (!isPlainObject(entry)) throw badRequest(`${where} is not an object`);
+        if (name === 'register_agent_at_kas') {
+          exactly(entry, where, ['project_id', 'agent_id', 'agent_version', 'architecture', 'kubernetes_version'], ['extra_telemetry']);
+          id(entry, where, 'project_id');
+          id(entry, where, 'agent_id');
+          for (const k of ['agent_version', 'architecture', 'kubernetes_version']) text(entry, where, k);
+          const telemetry = entry.extra_telemetry;
+          if (telemetry !== undefined && (!isPlainObject(telemetry) || Object.values(telemetry).some((v) => typeof v !== 'string'))) throw badRequest(`${where}.extra_telemetry is invalid`);
+        } else {
+          exactly(entry, where, ['user_id', 'project_id']);
+          id(entry, where, 'user_id');
+          id(entry, where, 'project_id');
+        }
+      });
+    }
+    agentEvents.push(body as unknown as AgentEventsPost);
+    return { status: 204 };
+  }
+
   function fileAt(ctx: RequestContext, refRequired: boolean): { commit: CommitState; path: string; file: FileState; ref: string } {
     const project = repositoryProject(ctx);
     const ref = ctx.query.get('ref');
@@ -778,6 +838,35 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     };
   }
 
+  function commitJson(ctx: RequestContext, project: ProjectState, commit: CommitState) {
+    return {
+      id: commit.id,
+      short_id: commit.shortId,
+      created_at: commit.createdAt,
+      parent_ids: commit.parentIds,
+      title: commit.title,
+      message: `${commit.title}\n`,
+      author_name: 'Fake GitLab',
+      author_email: 'fake@gitlab.example.com',
+      authored_date: commit.createdAt,
+      committer_name: 'Fake GitLab',
+      committer_email: 'fake@gitlab.example.com',
+      committed_date: commit.createdAt,
+      trailers: {},
+      extended_trailers: {},
+      web_url: `${ctx.origin}/${project.fullPath}/-/commit/${commit.id}`,
+    };
+  }
+
+  /** `GET /projects/:id/repository/commits/:sha`: a commit by id, branch or tag name. */
+  function commitByRef(ctx: RequestContext): Reply {
+    const project = repositoryProject(ctx);
+    const ref = decodeSegment(ctx.params.sha ?? '');
+    const commit = resolveRef(project, ref);
+    if (!commit) throw new HttpError(404, '404 Commit Not Found');
+    return { status: 200, json: { ...commitJson(ctx, project, commit), stats: { additions: 0, deletions: 0, total: 0 }, status: null, project_id: project.id, last_pipeline: null } };
+  }
+
   function branch(ctx: RequestContext): Reply {
     const project = repositoryProject(ctx);
     const name = decodeSegment(ctx.params.branch ?? '');
@@ -824,11 +913,13 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     { pattern: ['internal', 'kubernetes', 'authorize_proxy_user'], methods: ['POST'], handle: authorizeProxyUser },
     { pattern: ['internal', 'kubernetes', 'agent_configuration'], methods: ['POST'], handle: agentConfiguration },
     { pattern: ['internal', 'kubernetes', 'usage_metrics'], methods: ['POST'], handle: usageMetricsHandler },
+    { pattern: ['internal', 'kubernetes', 'agent_events'], methods: ['POST'], handle: agentEventsHandler },
     { pattern: ['job', 'allowed_agents'], methods: ['GET'], handle: allowedAgents },
     { pattern: ['projects', ':id', 'repository', 'files', ':file', 'raw'], methods: ['GET'], handle: rawFile },
     { pattern: ['projects', ':id', 'repository', 'files', ':file'], methods: ['GET', 'HEAD'], handle: fileMetadata },
     { pattern: ['projects', ':id', 'repository', 'tree'], methods: ['GET'], handle: tree },
     { pattern: ['projects', ':id', 'repository', 'branches', ':branch'], methods: ['GET'], handle: branch },
+    { pattern: ['projects', ':id', 'repository', 'commits', ':sha'], methods: ['GET'], handle: commitByRef },
   ];
 
   function route(ctx: RequestContext, subPath: string): Reply {
@@ -962,6 +1053,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     calls,
     agentConfigurations,
     usageMetrics,
+    agentEvents,
 
     addAgent(a) {
       if (!AGENT_NAME.test(a.name) || a.name.length > 63) throw new Error(`addAgent: ${JSON.stringify(a.name)} is not a valid agent name (a DNS label)`);
@@ -1060,6 +1152,12 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     },
     headCommit(projectId, ref) {
       return projects.get(projectId)?.refs.get(ref);
+    },
+    setTag(projectId, name, commitId) {
+      const project = projectOrThrow(projectId, 'setTag');
+      const target = commitId ?? project.refs.get(project.defaultBranch);
+      if (target === undefined || !project.commits.has(target)) throw new Error(`setTag: no commit ${String(commitId)} in project ${projectId}`);
+      project.refs.set(`refs/tags/${name}`, target);
     },
 
     callsTo(path) {
