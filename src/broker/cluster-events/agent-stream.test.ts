@@ -14,7 +14,7 @@ import { createLogger } from '../../shared/logger.js';
 import { errorOf } from '../../../test/support/streams.js';
 import { waitFor } from '../../../test/support/wait.js';
 import type { AgentConnection } from '../tunnel/agent-registry.js';
-import { serveAgentEvents } from './agent-stream.js';
+import { MAX_EVENT_STREAMS_PER_AGENT, serveAgentEvents } from './agent-stream.js';
 import { EventStore } from './event-store.js';
 import { MemoryFanOut } from './fan-out.js';
 import { ClusterEventsHub } from './hub.js';
@@ -38,6 +38,7 @@ describe('agent_events streams at kas', () => {
   let store: EventStore;
   let hub: ClusterEventsHub;
   let allowed: number;
+  let openStreams: Map<number, number>;
   const sessions: Session[] = [];
 
   async function setUp(options: { ringSize?: number; maxBytes?: number; rate?: number } = {}): Promise<void> {
@@ -46,6 +47,7 @@ describe('agent_events streams at kas', () => {
     hub = new ClusterEventsHub({ store, fanOut: new MemoryFanOut(), metrics, logger: silent });
     await hub.start();
     allowed = options.rate ?? Infinity;
+    openStreams = new Map();
   }
 
   afterEach(async () => {
@@ -60,7 +62,7 @@ describe('agent_events streams at kas', () => {
     const agentSide = new Session(b, { role: 'client', hello: {} });
     const connection = { identity: { agentId, agentName: `a${agentId}`, projectId: null, defaultBranch: null }, connectionId: `c${agentId}` } as unknown as AgentConnection;
     const allow = (): boolean => allowed-- > 0;
-    kasSide.on('stream', (s: TunnelStream) => serveAgentEvents({ events: hub, metrics, allow }, s, connection, silent));
+    kasSide.on('stream', (s: TunnelStream) => serveAgentEvents({ events: hub, metrics, allow, open: openStreams }, s, connection, silent));
     await Promise.all([kasSide.ready, agentSide.ready]);
     sessions.push(kasSide, agentSide);
     return agentSide;
@@ -104,6 +106,20 @@ describe('agent_events streams at kas', () => {
     again.write(encodeEventBatch([encodeEventRecord(record(3))]));
     other.write(encodeEventBatch([encodeEventRecord(record(4))]));
     await waitFor(() => store.list(1, { limit: 10 }).length === 1 && store.list(2, { limit: 10 }).length === 1, 'a new stream of the same session and another agent to work');
+  });
+
+  test(`an agent has at most ${MAX_EVENT_STREAMS_PER_AGENT} streams open; one more is reset with STREAM_LIMIT; a closed one frees its place`, async () => {
+    await setUp();
+    const session = await agent(1);
+    const streams = await Promise.all(Array.from({ length: MAX_EVENT_STREAMS_PER_AGENT }, () => open(session)));
+    const extra = session.openStream(encodeAgentEventsHead());
+    expect((await errorOf(extra)).code).toBe('STREAM_LIMIT');
+    streams[0]!.end();
+    streams[0]!.resume();
+    await waitFor(() => (openStreams.get(1) ?? 0) < MAX_EVENT_STREAMS_PER_AGENT, 'the ended stream to free its place');
+    const again = await open(session);
+    again.write(encodeEventBatch([encodeEventRecord(record(1))]));
+    await waitFor(() => store.count === 1, 'the new stream to work');
   });
 
   test('data that ends inside a batch resets the stream', async () => {

@@ -3,7 +3,9 @@
  * (src/protocol/cluster-events.ts) and publishes the good ones for the agent. A batch is taken
  * whole or not at all; anything malformed or over a cap resets the stream with PROTOCOL_ERROR (the
  * session and the agent's other streams go on), and at most one batch of a stream is ever held.
- * Past the agent's rate (`agent.events.rate_limit`, `burst`) records are dropped and counted.
+ * Past the agent's rate (`agent.events.rate_limit`, `burst`) records are dropped and counted. An
+ * agent has at most MAX_EVENT_STREAMS_PER_AGENT such streams open at once (agentk keeps one), so
+ * what kas holds for an agent's partial batches stays bounded however many streams it opens.
  */
 import { decodeAgentEventsHead, decodeEventBatch, decodeEventRecord, EventBatchReader, type EventRecord } from '../../protocol/cluster-events.js';
 import { TunnelError } from '../../protocol/errors.js';
@@ -16,10 +18,15 @@ import type { ClusterEventsService } from './service.js';
 /** Takes one token of an agent's rate, or says there is none. */
 export type AgentRate = (agentId: number) => boolean;
 
+/** Streams of one agent served at once; one more is reset with STREAM_LIMIT. */
+export const MAX_EVENT_STREAMS_PER_AGENT = 4;
+
 export interface AgentEventStreamDeps {
   events: ClusterEventsService;
   metrics: ClusterEventsMetrics;
   allow: AgentRate;
+  /** Open streams by agent (owned by the module; entries removed when they reach 0). */
+  open: Map<number, number>;
 }
 
 function publishRecord(deps: AgentEventStreamDeps, agentId: number, r: EventRecord): void {
@@ -51,6 +58,18 @@ export function serveAgentEvents(deps: AgentEventStreamDeps, stream: TunnelStrea
     refuse(err);
     return;
   }
+  const open = deps.open.get(agentId) ?? 0;
+  if (open >= MAX_EVENT_STREAMS_PER_AGENT) {
+    logger.warn({ streamId: stream.id, open }, 'agent opened too many cluster event streams: stream reset');
+    stream.reset('STREAM_LIMIT', `at most ${MAX_EVENT_STREAMS_PER_AGENT} cluster event streams per agent`);
+    return;
+  }
+  deps.open.set(agentId, open + 1);
+  stream.once('close', () => {
+    const n = (deps.open.get(agentId) ?? 1) - 1;
+    if (n <= 0) deps.open.delete(agentId);
+    else deps.open.set(agentId, n);
+  });
   stream.reply({});
   const reader = new EventBatchReader();
   stream.on('data', (chunk: Buffer) => {

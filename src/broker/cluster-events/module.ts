@@ -54,7 +54,8 @@ export const clusterEventsModule = defineModule({
       }
       return bucket.tryTake();
     };
-    ctx.services.get(AGENT_STREAMS).register(AGENT_EVENTS_STREAM, (stream, connection, logger) => serveAgentEvents({ events: hub, metrics, allow }, stream, connection, logger));
+    const streamDeps = { events: hub, metrics, allow, open: new Map<number, number>() };
+    ctx.services.get(AGENT_STREAMS).register(AGENT_EVENTS_STREAM, (stream, connection, logger) => serveAgentEvents(streamDeps, stream, connection, logger));
     ctx.services.get(API_ROUTES).add(
       eventRoutes({ hub, metrics, logger: ctx.logger, watchBuffer: cfg.watch_buffer, heartbeatMs: cfg.watch_heartbeat, maxWatchers: cfg.max_watchers }),
     );
