@@ -10,6 +10,7 @@ import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
 import { standaloneModule } from './standalone/module.js';
 import { agentListenerModule } from './tunnel/module.js';
+import { workloadHealthModule } from './workload-health/module.js';
 
 export const KAS_MODULES = [
   observabilityModule,
@@ -20,6 +21,7 @@ export const KAS_MODULES = [
   agentListenerModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  workloadHealthModule,
   apiModule,
   usageMetricsModule,
 ] as const;
