@@ -44,6 +44,8 @@ export interface WorkloadHealthDeps {
   presence: AgentPresence;
   metrics: WorkloadHealthMetrics;
   now?: () => number;
+  /** How long agentk may take to send a summary once it opened the stream, ms (default RECEIVE_TIMEOUT_MS). */
+  receiveTimeoutMs?: number;
 }
 
 export class WorkloadHealth {
@@ -85,7 +87,8 @@ export class WorkloadHealth {
       clearTimeout(timer);
       stream.reset('PROTOCOL_ERROR', message);
     };
-    const timer = setTimeout(() => refuse(new TunnelError('PROTOCOL_ERROR', `invalid workload health message: no summary within ${RECEIVE_TIMEOUT_MS / 1000} s`)), RECEIVE_TIMEOUT_MS);
+    const timeoutMs = this.d.receiveTimeoutMs ?? RECEIVE_TIMEOUT_MS;
+    const timer = setTimeout(() => refuse(new TunnelError('PROTOCOL_ERROR', `invalid workload health message: no summary within ${timeoutMs / 1000} s`)), timeoutMs);
     timer.unref();
     let head: ReturnType<typeof decodeWorkloadHealthHead>;
     try {
