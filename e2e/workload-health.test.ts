@@ -5,36 +5,54 @@
  * and a Pod that cannot pull its image appear, then leave once their status is fixed; a DaemonSet
  * short of pods and a failed Job appear; a Pod Pending past the threshold appears without any
  * further change (agentk's timer); an agent that disconnected shows its last summary and when it
- * was last seen.
+ * was last seen. Two kas replicas share a real Redis: agentk connects to the first, and the second
+ * answers the same.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { KasApp } from '../src/broker/app.js';
 import type { AgentHealthView } from '../src/broker/workload-health/workload-health.js';
+import { createLogger } from '../src/shared/logger.js';
 import { gitlabToKasJwt } from '../test/support/fake-gitlab.js';
+import { LogCapture } from '../test/support/logs.js';
+import { startRedis, type TestRedis } from '../test/support/redis.js';
 import { startStack, type Stack } from '../test/support/stack.js';
 import { waitFor } from '../test/support/wait.js';
 import { startCluster, type Cluster } from './support/cluster.js';
 
 const secret = randomBytes(32);
 let cluster: Cluster;
+let redis: TestRedis;
 let stack: Stack;
+/** The second replica: agentk never connects to it. */
+let other: KasApp;
 
 const PENDING_AFTER_MS = 4000;
 
 beforeAll(async () => {
   cluster = await startCluster();
+  redis = await startRedis();
   const secretFile = join(cluster.dir, 'api.secret');
   writeFileSync(secretFile, `${secret.toString('base64')}\n`);
   stack = await startStack({
     upstream: { url: cluster.url, caPem: cluster.caPem, token: cluster.adminToken },
-    kas: { api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } } },
-    agent: { workloadHealth: { debounceMs: 500, maxWaitMs: 3000, limits: { pendingAfterMs: PENDING_AFTER_MS } } },
+    kas: {
+      api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } },
+      redis: { server: { address: redis.address }, key_prefix: `wh-${process.pid}` },
+      private_api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } },
+      agent: { redis_conn_info_refresh: '1s', redis_conn_info_ttl: '5s' },
+    },
+    agent: { kasConnections: 1, workloadHealth: { debounceMs: 500, maxWaitMs: 3000, limits: { pendingAfterMs: PENDING_AFTER_MS } } },
   });
+  other = new KasApp({ config: stack.kas.config, logger: createLogger({ name: 'kas', level: 'info', destination: new LogCapture() }) });
+  await other.start();
 }, 180_000);
 
 afterAll(async () => {
+  await other?.stop();
   await stack?.close();
+  await redis?.close();
   await cluster?.stop();
 });
 
@@ -50,8 +68,8 @@ async function setStatus(path: string, status: Record<string, unknown>): Promise
   await api('PUT', `${path}/status`, { ...obj, status });
 }
 
-async function health(agentId = 1): Promise<{ status: number; body: AgentHealthView }> {
-  const res = await fetch(`http://${stack.kas.addresses.api}/api/v1/agents/${agentId}/health`, { headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}` } });
+async function health(agentId = 1, replica: KasApp = stack.kas): Promise<{ status: number; body: AgentHealthView }> {
+  const res = await fetch(`http://${replica.addresses.api}/api/v1/agents/${agentId}/health`, { headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}` } });
   return { status: res.status, body: (await res.json()) as AgentHealthView };
 }
 
@@ -60,11 +78,11 @@ function problemsOf(view: AgentHealthView, namespace: string): Array<Record<stri
 }
 
 /** Waits until the API's summary satisfies `check`, showing the last answer when it never does. */
-async function waitForHealth(what: string, check: (view: AgentHealthView) => boolean): Promise<AgentHealthView> {
+async function waitForHealth(what: string, check: (view: AgentHealthView) => boolean, replica: KasApp = stack.kas): Promise<AgentHealthView> {
   let last: AgentHealthView | null = null;
   await waitFor(
     async () => {
-      const { status, body } = await health();
+      const { status, body } = await health(1, replica);
       last = status === 200 ? body : null;
       return last !== null && check(last);
     },
@@ -88,6 +106,7 @@ const podSpec = { containers: [container], automountServiceAccountToken: false }
 describe('workload health against a real kube-apiserver', () => {
   it('answers 404 for an agent kas never saw, and an empty summary once the agent is connected and its caches are filled', async () => {
     expect((await health(2)).status).toBe(404);
+    expect((await health(2, other)).status).toBe(404);
     const view = await waitForHealth('the first summary of agent 1', (v) => v.connected && v.updated_at !== null);
     expect(view).toMatchObject({ agent_id: 1, connected: true, namespaces: [], omitted_namespaces: 0, omitted_problems: 0 });
   }, 150_000);
@@ -113,6 +132,9 @@ describe('workload health against a real kube-apiserver', () => {
       { kind: 'Pod', name: 'web-1', problem: 'ImagePullBackOff', container: 'app', message: 'Back-off pulling image "registry.example/shop/web:v2"' },
     ]);
     expect(Date.parse(broken.updated_at!)).not.toBeNaN();
+    // The other replica, which never had the agent, answers from Redis.
+    const brokenElsewhere = await waitForHealth('the other replica to show namespace shop', (v) => problemsOf(v, 'shop').length === 2, other);
+    expect(brokenElsewhere.namespaces).toEqual(broken.namespaces);
 
     await setStatus('/apis/apps/v1/namespaces/shop/deployments/web', { replicas: 2, readyReplicas: 2, availableReplicas: 2, updatedReplicas: 2, observedGeneration: 1 });
     await setStatus('/api/v1/namespaces/shop/pods/web-1', {
@@ -121,6 +143,8 @@ describe('workload health against a real kube-apiserver', () => {
       containerStatuses: [{ ...container, imageID: 'registry.example/shop/web@sha256:00', ready: true, restartCount: 0, state: { running: { startedAt: new Date().toISOString() } } }],
     });
     await waitForHealth('namespace shop to recover', (v) => problemsOf(v, 'shop').length === 0);
+    const elsewhere = await waitForHealth('the other replica to show the recovery', (v) => problemsOf(v, 'shop').length === 0 && v.updated_at !== broken.updated_at, other);
+    expect(elsewhere.connected).toBe(true);
   }, 150_000);
 
   it('shows a DaemonSet short of pods, a failed Job and, without any further change, a Pod Pending past the threshold', async () => {
@@ -172,5 +196,8 @@ describe('workload health against a real kube-apiserver', () => {
     // The time it was last seen stays put while it is away.
     await new Promise((r) => setTimeout(r, 1100));
     expect((await health()).body.last_seen).toBe(after.last_seen);
+    // The other replica knows the same from Redis.
+    const elsewhere = await waitForHealth('the other replica to see agent 1 disconnected', (v) => !v.connected, other);
+    expect(elsewhere).toEqual(after);
   }, 150_000);
 });
