@@ -49,6 +49,7 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     apiServer,
     podName: env.POD_NAME,
     podNamespace: env.POD_NAMESPACE,
+    workloadHealth: { debounceMs: flags.workloadHealthDebounceMs, maxWaitMs: 5 * flags.workloadHealthDebounceMs },
   };
 }
 
