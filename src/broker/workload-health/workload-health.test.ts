@@ -11,6 +11,7 @@ import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import { MAX_WORKLOAD_HEALTH_BYTES, WORKLOAD_HEALTH_STREAM, encodeWorkloadHealthData, encodeWorkloadHealthHead, type WorkloadHealthSummary } from '../../protocol/workload-health.js';
 import { createLogger } from '../../shared/logger.js';
 import { errorOf, writeAll } from '../../../test/support/streams.js';
+import { waitFor } from '../../../test/support/wait.js';
 import type { AgentIdentity } from '../auth/types.js';
 import { AgentRegistry } from '../tunnel/agent-registry.js';
 import { HealthStore } from './health-store.js';
@@ -126,6 +127,17 @@ describe('workload health in kas', () => {
     const agent = await connect(1);
     const stream = agent.agentSide.openStream(encodeWorkloadHealthHead({ instance: 'i1', seq: 1 }), { data: new TextEncoder().encode('{') });
     expect(await refusedWith(stream)).toMatch(/no summary within 0.2 s/);
+    expect(agent.agentSide.state).toBe('open');
+  });
+
+  it('refuses more concurrent summaries on one connection than agentk ever sends, and takes new ones once those end', async () => {
+    const agent = await connect(1);
+    const held = Array.from({ length: 4 }, (_, i) => agent.agentSide.openStream(encodeWorkloadHealthHead({ instance: 'i1', seq: i }), { data: new TextEncoder().encode('{') }));
+    const fifth = agent.agentSide.openStream(encodeWorkloadHealthHead({ instance: 'i1', seq: 9 }), { data: encodeWorkloadHealthData(SUMMARY), end: true });
+    const err = await errorOf(fifth);
+    expect(err.code).toBe('STREAM_LIMIT');
+    for (const s of held) s.reset('CANCELLED', 'test');
+    await waitFor(async () => (await replyOf(agent.send(SUMMARY, 10)).catch(() => null)) !== null, 'a summary to be taken again');
     expect(agent.agentSide.state).toBe('open');
   });
 

@@ -22,6 +22,11 @@ import type { RedisHealthMirror } from './redis-health-mirror.js';
 
 /** How long agentk may take to send a summary once it opened the stream. */
 export const RECEIVE_TIMEOUT_MS = 30_000;
+/**
+ * Summaries one connection may be sending at once (agentk sends one at a time, plus the one for a
+ * new session): with MAX_WORKLOAD_HEALTH_BYTES each, what a connection can make kas buffer.
+ */
+export const MAX_STREAMS_PER_CONNECTION = 4;
 
 /** What `GET /api/v1/agents/{agent_id}/health` answers. */
 export interface AgentHealthView {
@@ -53,6 +58,8 @@ export class WorkloadHealth {
   private stopWatching: (() => void) | null = null;
   /** Writes to Redis in flight, awaited on stop. */
   private readonly pending = new Set<Promise<void>>();
+  /** Streams being received, per connection. */
+  private readonly receiving = new WeakMap<AgentConnection, number>();
 
   constructor(private readonly d: WorkloadHealthDeps) {
     this.now = d.now ?? Date.now;
@@ -80,6 +87,15 @@ export class WorkloadHealth {
   /** Serves one `workload_health` stream (an AGENT_STREAMS handler). */
   receive(stream: TunnelStream, connection: AgentConnection, logger: Logger): void {
     const agentId = connection.identity.agentId;
+    const open = this.receiving.get(connection) ?? 0;
+    if (open >= MAX_STREAMS_PER_CONNECTION) {
+      this.d.metrics.received.inc({ outcome: 'refused' });
+      logger.warn({ agentId, streamId: stream.id }, 'workload health summary refused: too many at once on one connection');
+      stream.reset('STREAM_LIMIT', `at most ${MAX_STREAMS_PER_CONNECTION} workload health streams at once per connection`);
+      return;
+    }
+    this.receiving.set(connection, open + 1);
+    stream.once('close', () => this.receiving.set(connection, (this.receiving.get(connection) ?? 1) - 1));
     const refuse = (err: unknown) => {
       this.d.metrics.received.inc({ outcome: 'refused' });
       const message = err instanceof TunnelError ? err.message : 'invalid workload health summary';
