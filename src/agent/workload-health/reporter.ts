@@ -167,7 +167,10 @@ export class WorkloadHealthReporter implements AgentkModule {
         data = encodeWorkloadHealthData(summary);
       } catch (err) {
         // Long names and messages can outgrow the size limit within the item caps: list fewer.
-        if (limits.maxTotal <= 1) throw err;
+        if (limits.maxTotal <= 1) {
+          this.deps.logger.error({ err }, 'workload health summary cannot be encoded; it is not sent');
+          return;
+        }
         limits = { ...limits, maxTotal: Math.floor(limits.maxTotal / 2) };
         continue;
       }
