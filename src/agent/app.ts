@@ -15,7 +15,7 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
-import { SharedInformers } from './informers/informers.js';
+import { SharedInformers, type Informers } from './informers/informers.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -79,6 +79,8 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** The informer layer the modules share (stopped when agentk stops). */
+  readonly informers: Informers;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -219,6 +221,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    informers,
     get observabilityAddress() {
       return shared.observability!.address;
     },
