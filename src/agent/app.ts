@@ -27,6 +27,8 @@ import type { BackoffOptions } from './tunnel/backoff.js';
 import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
 import { TunnelPool } from './tunnel/tunnel-pool.js';
+import { WorkloadHealthMetrics } from './workload-health/metrics.js';
+import { WorkloadHealthReporter, type WorkloadHealthOptions } from './workload-health/reporter.js';
 
 export interface AgentOptions {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -69,6 +71,8 @@ export interface AgentOptions {
   tokenRefreshMs?: number;
   /** Collect the process's default metrics (default true). */
   defaultMetrics?: boolean;
+  /** Workload health reports (debounce, caps); `false` turns them off. */
+  workloadHealth?: WorkloadHealthOptions | false;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -189,6 +193,14 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
             return pool.stop(drainGraceMs);
           },
         };
+      },
+    },
+    {
+      name: 'workload_health',
+      create: (ctx) => {
+        const options = ctx.options.workloadHealth;
+        if (options === false) return { name: 'workload_health', start: async () => {}, stop: async () => {} };
+        return new WorkloadHealthReporter({ informers: ctx.informers, kas: ctx.kas, logger: ctx.logger, metrics: new WorkloadHealthMetrics(ctx.metrics.registry) }, options);
       },
     },
   ];
