@@ -134,6 +134,8 @@ export interface KasOptions {
   nodeArgs?: string[];
   nofile?: number;
   name?: string;
+  /** The compiled tree to run kas from (default: this repository's dist/), for A/B runs of two builds. */
+  dist?: string;
 }
 
 /** The keys the current kas knows, from kas.example.yaml (a test keeps it equal to the defaults). */
@@ -184,7 +186,7 @@ export interface Kas {
  */
 export async function startKas(logDir: string, o: KasOptions, configFile = join(o.secrets.dir, `kas-${Date.now()}-${Math.random().toString(36).slice(2, 6)}.yaml`), onAgentListening?: () => void): Promise<Kas> {
   writeFileSync(configFile, kasConfigText(o));
-  const proc = startProcess(o.name ?? 'kas', process.execPath, [...(o.nodeArgs ?? []), join(DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
+  const proc = startProcess(o.name ?? 'kas', process.execPath, [...(o.nodeArgs ?? []), join(o.dist ?? DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
   if (onAgentListening) {
     await waitForListeners(proc, ['agent'], 30_000, 10);
     onAgentListening();
@@ -217,12 +219,14 @@ export interface AgentkOptions {
   nodeArgs?: string[];
   netns?: string;
   connections?: number;
+  /** The compiled tree to run agentk from (default: this repository's dist/). */
+  dist?: string;
 }
 
 export async function startAgentk(logDir: string, o: AgentkOptions): Promise<{ proc: Proc; observability: HostPort }> {
   const args = [
     ...(o.nodeArgs ?? []),
-    join(DIST, 'src/agent/main.js'),
+    join(o.dist ?? DIST, 'src/agent/main.js'),
     '--kas-address',
     `${o.tls ? 'wss' : 'ws'}://${o.kasAgent.host}:${o.kasAgent.port}/`,
     '--token-file',

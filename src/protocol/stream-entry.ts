@@ -10,8 +10,8 @@
  * table before they reach an entry.
  */
 import { TunnelError, type TunnelErrorCode } from './errors.js';
-import type { FrameSource, WriteCallback } from './fair-writer.js';
-import { FrameKind, encodeFrame, type Head } from './frames.js';
+import { SplitFrame, type FrameSource, type OutFrame, type WriteCallback } from './fair-writer.js';
+import { FrameKind, encodeFrame, encodeRawDataHeader, type Head } from './frames.js';
 import { ReceiveWindow } from './flow.js';
 import { FRAME_OVERHEAD } from './limits.js';
 import { RECV_MACHINE, RecvEvent, RecvState, SEND_MACHINE, SendEvent, SendState, advance } from './stream-states.js';
@@ -267,7 +267,7 @@ export class StreamEntry implements StreamCore, FrameSource {
   }
 
   /** The next frame: the head (with what data fits), or one chunk, or a bare END. */
-  nextFrame(chunkLimit: number, maxFrameSize: number): Uint8Array | null {
+  nextFrame(chunkLimit: number, maxFrameSize: number): OutFrame | null {
     if (this.retired) return null;
     if (this.outHead !== null) {
       const head = this.outHead;
@@ -285,11 +285,14 @@ export class StreamEntry implements StreamCore, FrameSource {
       const fin = this.finQueued && this.outBytes === 0;
       this.send = advance(SEND_MACHINE, this.send, fin ? SendEvent.End : SendEvent.Data, this.id);
       if (fin) this.ended();
+      // Version 2: the payload goes out as is behind a small header (no msgpack copy).
+      if (this.table.rawData) return new SplitFrame(encodeRawDataHeader(this.id, fin), data);
       return encodeFrame({ kind: FrameKind.DATA, id: this.id, data, fin });
     }
     if (this.finQueued && this.send !== SendState.Ended) {
       this.send = advance(SEND_MACHINE, this.send, SendEvent.End, this.id);
       this.ended();
+      if (this.table.rawData) return encodeRawDataHeader(this.id, true);
       return encodeFrame({ kind: FrameKind.DATA, id: this.id, data: new Uint8Array(0), fin: true });
     }
     return null;
