@@ -12,11 +12,11 @@ import { FrameKind, encodeFrame } from './frames.js';
 import { FRAME_OVERHEAD, type SessionTuning } from './limits.js';
 import type { MessageTransport } from './transport.js';
 
-/** A frame in two parts (a raw DATA header and its payload) that go out as one message. */
+/** A frame in parts (a raw DATA header and its payload's pieces) that go out as one message. */
 export class SplitFrame {
   constructor(
     readonly header: Uint8Array,
-    readonly payload: Uint8Array,
+    readonly payload: readonly Uint8Array[],
   ) {}
 }
 
@@ -126,9 +126,8 @@ export class FairWriter {
         s.inRing = false;
         const frame = s.nextFrame(chunkLimit, peerMax);
         if (frame instanceof SplitFrame) {
-          if (frame.payload.byteLength === 0) t.send(frame.header);
-          else if (t.sendParts) t.sendParts(frame.header, frame.payload);
-          else t.send(Buffer.concat([frame.header, frame.payload]));
+          if (t.sendParts) t.sendParts(frame.header, frame.payload);
+          else t.send(Buffer.concat([frame.header, ...frame.payload]));
         } else if (frame) {
           t.send(frame);
         }

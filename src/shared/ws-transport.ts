@@ -158,15 +158,15 @@ export class WsTransport implements MessageTransport {
    * frames written here and by ws.send keep their order; what is written here counts in
    * `bufferedAmount` (ws reads the socket's queue). Without the socket, ws.send of the concatenation.
    */
-  sendParts(header: Uint8Array, payload: Uint8Array): void {
+  sendParts(header: Uint8Array, payload: readonly Uint8Array[]): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     const socket = this.socket;
-    // The mask key restarts at each part: header lengths that are a multiple of 4 keep it aligned.
-    if (!socket || header.byteLength % 4 !== 0) {
-      this.ws.send(Buffer.concat([header, payload]), { binary: true, compress: false }, this.sent);
+    let length = header.byteLength;
+    for (const piece of payload) length += piece.byteLength;
+    if (!socket) {
+      this.ws.send(Buffer.concat([header, ...payload], length), { binary: true, compress: false }, this.sent);
       return;
     }
-    const length = header.byteLength + payload.byteLength;
     const headSize = frameHeaderSize(length);
     if (this.mask) {
       const out = Buffer.allocUnsafe(headSize + 4 + length);
@@ -174,8 +174,14 @@ export class WsTransport implements MessageTransport {
       nextMaskKey(out, keyAt);
       const key = out.subarray(keyAt, keyAt + 4);
       const start = keyAt + 4;
-      maskInto(header, key, out, start, header.byteLength);
-      maskInto(payload, key, out, start + header.byteLength, payload.byteLength);
+      let at = start;
+      for (const part of [header, ...payload]) {
+        // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
+        const shift = (at - start) & 3;
+        const k = shift === 0 ? key : Buffer.from([key[shift & 3]!, key[(shift + 1) & 3]!, key[(shift + 2) & 3]!, key[(shift + 3) & 3]!]);
+        maskInto(part, k, out, at, part.byteLength);
+        at += part.byteLength;
+      }
       socket.write(out, this.sent);
       return;
     }
@@ -183,8 +189,13 @@ export class WsTransport implements MessageTransport {
     const start = writeFrameHeader(out, length, false);
     out.set(header, start);
     socket.cork();
-    socket.write(out);
-    socket.write(payload, this.sent);
+    if (payload.length === 0) {
+      socket.write(out, this.sent);
+    } else {
+      socket.write(out);
+      for (let i = 0; i < payload.length - 1; i++) socket.write(payload[i]!);
+      socket.write(payload[payload.length - 1]!, this.sent);
+    }
     socket.uncork();
   }
 
