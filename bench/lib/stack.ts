@@ -136,6 +136,8 @@ export interface KasOptions {
   name?: string;
   /** The compiled tree to run kas from (default: this repository's dist/), for A/B runs of two builds. */
   dist?: string;
+  /** HTTPS on the Kubernetes API proxy too (with the run's certificate): kubectl sends no token over plain HTTP. */
+  proxyTls?: boolean;
 }
 
 /** The keys the current kas knows, from kas.example.yaml (a test keeps it equal to the defaults). */
@@ -156,7 +158,7 @@ export function kasConfigText(o: KasOptions): string {
     agent: {
       listen: agentListen,
       ...(o.tunnel ? { tunnel: o.tunnel } : {}),
-      kubernetes_api: { listen: { address: '127.0.0.1:0' } },
+      kubernetes_api: { listen: { address: '127.0.0.1:0', ...(o.proxyTls ? { certificate_file: o.secrets.certFile, key_file: o.secrets.keyFile } : {}) } },
     },
     observability: { listen: { address: '127.0.0.1:0' }, logging: { level: o.logLevel ?? 'info' } },
     standalone: {
