@@ -48,6 +48,7 @@ async function latency(): Promise<Record<string, unknown>> {
   writeFileSync(join(dir, 'api.secret'), secret.toString('base64'));
   const stack = await startStack({
     upstream: kube,
+    agent: { clusterEvents: {} },
     kas: {
       api: { listen: { address: '127.0.0.1:0', authentication_secret_file: join(dir, 'api.secret') } },
       standalone: { config_dir: dir },

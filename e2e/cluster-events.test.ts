@@ -60,6 +60,7 @@ beforeAll(async () => {
   writeAgentConfig({ types: ['Warning'], namespaces: ['ev-a'], rate_limit: 100, burst: 1000 });
   stack = await startStack({
     upstream: { url: cluster.url, caPem: cluster.caPem, token: cluster.adminToken },
+    agent: { clusterEvents: {} },
     kas: {
       api: { listen: { address: '127.0.0.1:0', authentication_secret_file: join(dir, 'api.secret') } },
       standalone: { config_dir: dir },

@@ -16,7 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers, type Informers } from './informers/informers.js';
-import { clusterEventsModule } from './cluster-events/module.js';
+import { clusterEventsModule, type ClusterEventsOptions } from './cluster-events/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -28,6 +28,8 @@ import type { BackoffOptions } from './tunnel/backoff.js';
 import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
 import { TunnelPool } from './tunnel/tunnel-pool.js';
+import { WorkloadHealthMetrics } from './workload-health/metrics.js';
+import { WorkloadHealthReporter, type WorkloadHealthOptions } from './workload-health/reporter.js';
 
 export interface AgentOptions {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -70,6 +72,10 @@ export interface AgentOptions {
   tokenRefreshMs?: number;
   /** Collect the process's default metrics (default true). */
   defaultMetrics?: boolean;
+  /** Workload health reports (debounce, caps); `false` turns them off. */
+  workloadHealth?: WorkloadHealthOptions | false;
+  /** Cluster events sent to kas (flush interval); `false` turns them off (agentk then watches no Events). */
+  clusterEvents?: ClusterEventsOptions | false;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -192,8 +198,23 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         };
       },
     },
-    // After the tunnel: it stops first, ending its stream to kas before the sessions drain.
-    clusterEventsModule(shared.apiClient),
+    {
+      name: 'workload_health',
+      create: (ctx) => {
+        const options = ctx.options.workloadHealth;
+        if (options === false) return { name: 'workload_health', start: async () => {}, stop: async () => {} };
+        return new WorkloadHealthReporter({ informers: ctx.informers, kas: ctx.kas, logger: ctx.logger, metrics: new WorkloadHealthMetrics(ctx.metrics.registry) }, options);
+      },
+    },
+    {
+      name: 'cluster_events',
+      create: (ctx) => {
+        const options = ctx.options.clusterEvents;
+        if (options === false) return { name: 'cluster_events', start: async () => {}, stop: async () => {} };
+        // After the tunnel: it stops first, ending its stream to kas before the sessions drain.
+        return clusterEventsModule(shared.apiClient, options).create(ctx);
+      },
+    },
   ];
 }
 

@@ -51,6 +51,7 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     podNamespace: env.POD_NAMESPACE,
     podUid: env.POD_UID,
     telemetryEnvironment: env,
+    workloadHealth: { debounceMs: flags.workloadHealthDebounceMs, maxWaitMs: 5 * flags.workloadHealthDebounceMs },
   };
 }
 

@@ -11,6 +11,7 @@ import type { LevelWithSilent } from 'pino';
 import type { HeaderPair } from '../protocol/http.js';
 import { AgentConfigError } from './config-error.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
+import { formatDuration, parseDuration } from '../shared/duration.js';
 
 export interface AgentFlags {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -25,6 +26,8 @@ export interface AgentFlags {
   kubeconfig: string | undefined;
   context: string | undefined;
   logLevel: LevelWithSilent;
+  /** Quiet time after a cluster change before the workload health summary is recomputed, ms. */
+  workloadHealthDebounceMs: number;
 }
 
 export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags };
@@ -32,6 +35,8 @@ export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags 
 export const DEFAULT_KAS_CONNECTIONS = 2;
 export const MAX_KAS_CONNECTIONS = 64;
 export const DEFAULT_OBSERVABILITY_LISTEN_ADDRESS = ':8080';
+export const DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS = 2000;
+const WORKLOAD_HEALTH_DEBOUNCE_RANGE_MS = [100, 300_000] as const;
 
 interface FlagSpec {
   type: 'string' | 'boolean';
@@ -50,6 +55,7 @@ const FLAGS: Record<string, FlagSpec> = {
   kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig to reach the API server (default: KUBECONFIG, else in a cluster its service account, else ~/.kube/config)' },
   context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: the kubeconfig\'s current context)' },
   'log-level': { type: 'string', value: 'LEVEL', help: `one of ${LOG_LEVELS.join(', ')} (default info)` },
+  'workload-health-debounce': { type: 'string', value: 'DURATION', help: `quiet time after a cluster change before workload health is reported again (default ${formatDuration(DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS)}; at most 5 times that under continuous change)` },
   help: { type: 'boolean', help: 'print this help and exit' },
 };
 
@@ -147,6 +153,13 @@ export function parseFlags(argv: readonly string[]): Command {
     throw new AgentConfigError('--log-level', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
   }
 
+  const debounceText = one('workload-health-debounce');
+  const workloadHealthDebounceMs = debounceText === undefined ? DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS : parseDuration(debounceText);
+  const [minDebounce, maxDebounce] = WORKLOAD_HEALTH_DEBOUNCE_RANGE_MS;
+  if (workloadHealthDebounceMs === null || workloadHealthDebounceMs < minDebounce || workloadHealthDebounceMs > maxDebounce) {
+    throw new AgentConfigError('--workload-health-debounce', `expected a duration from ${formatDuration(minDebounce)} to ${formatDuration(maxDebounce)} such as "2s", got ${JSON.stringify(debounceText)}`);
+  }
+
   const kubeconfig = one('kubeconfig');
   // --context without --kubeconfig is checked once the kubeconfig is known (KUBECONFIG or
   // ~/.kube/config have contexts; the in-cluster service account has none): loadApiServerConfig.
@@ -167,6 +180,7 @@ export function parseFlags(argv: readonly string[]): Command {
       kubeconfig,
       context,
       logLevel: logLevel as LevelWithSilent,
+      workloadHealthDebounceMs,
     },
   };
 }

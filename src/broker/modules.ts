@@ -13,6 +13,7 @@ import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
 import { standaloneModule } from './standalone/module.js';
 import { agentListenerModule } from './tunnel/module.js';
+import { workloadHealthModule } from './workload-health/module.js';
 
 export const KAS_MODULES = [
   observabilityModule,
@@ -26,6 +27,7 @@ export const KAS_MODULES = [
   kubernetesApiModule,
   agentConfigurationModule,
   gitopsModule,
+  workloadHealthModule,
   apiModule,
   usageMetricsModule,
 ] as const;

@@ -41,6 +41,7 @@ describe('cluster events with several kas replicas and Redis', () => {
     writeFileSync(secretFile, `${secret.toString('base64')}\n`);
     stack = await startStack({
       upstream,
+      agent: { clusterEvents: {} },
       kas: {
         redis: { server: { address: redis.address }, key_prefix: `events-${process.pid}` },
         private_api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } },

@@ -45,6 +45,7 @@ beforeAll(async () => {
   writeFileSync(secretFile, secret.toString('base64'));
   stack = await startStack({
     upstream,
+    agent: { clusterEvents: {} },
     kas: {
       api: { listen: { address: '127.0.0.1:0', authentication_secret_file: secretFile } },
       standalone: { config_dir: configDir },

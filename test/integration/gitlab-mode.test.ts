@@ -65,8 +65,7 @@ describe('kas in GitLab mode', () => {
     stack = await startStack({
       upstream,
       gitlab: { url: gl.url, caPem: gl.caPem, secretFileContent: gl.secretFileContent, repositoryToken: gl.repositoryToken, agentToken: AGENT_TOKEN },
-      // Cluster events off: agentk's own list and watch of Events would reach the recording upstream.
-      kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' }, events: { enabled: false } }, observability: { usage_report_period: '1s' } },
+      kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s' } }, observability: { usage_report_period: '1s' } },
     });
   });
 

@@ -52,8 +52,7 @@ describe('Kubernetes API proxy limits', () => {
     });
     stack = await startStack({
       upstream,
-      // Cluster events off: agentk's own list and watch of Events would reach the recording upstream.
-      kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s', max_request_body_size: BODY_LIMIT }, events: { enabled: false } } },
+      kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s', max_request_body_size: BODY_LIMIT } } },
       agent: { limits: { maxHeaderSize: AGENT_MAX_HEADER } },
     });
   });

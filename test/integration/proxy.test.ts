@@ -64,9 +64,8 @@ describe('Kubernetes API proxy through kas and agentk', () => {
       },
       onUpgrade: (req, socket, head) => upgradeHandler?.(req, socket, head),
     });
-    // The 100 MB upload below is above the default max_request_body_size (64 MiB). Cluster events
-    // off: agentk's own list and watch of Events would reach the recording upstream.
-    stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s', max_request_body_size: 128 * 1024 * 1024 }, events: { enabled: false } } } });
+    // The 100 MB upload below is above the default max_request_body_size (64 MiB).
+    stack = await startStack({ upstream, kas: { agent: { kubernetes_api: { agent_wait_timeout: '1s', max_request_body_size: 128 * 1024 * 1024 } } } });
   });
 
   afterAll(async () => {
@@ -426,8 +425,7 @@ describe('agent connection lifecycle', () => {
   });
 
   test('agentk keeps a pool of sessions and kas spreads requests over them', async () => {
-    // Cluster events off: agentk's long-lived events stream would count on one of the sessions.
-    const stack = await startStack({ upstream, agent: { kasConnections: 3 }, kas: { agent: { events: { enabled: false } } } });
+    const stack = await startStack({ upstream, agent: { kasConnections: 3 } });
     try {
       await stack.waitForAgent(3);
       const hangs = await Promise.all([0, 1, 2].map(() => proxyRequest(stack, 'GET', '/hang')));

@@ -89,8 +89,6 @@ describe('attacks on kas\'s listeners', () => {
         agent: {
           listen: { headers_timeout: `${HEADERS_TIMEOUT_MS}ms` },
           kubernetes_api: { listen: { headers_timeout: `${HEADERS_TIMEOUT_MS}ms` }, agent_wait_timeout: '1s' },
-          // Cluster events off: agentk's own list and watch of Events would reach the recording upstream.
-          events: { enabled: false },
         },
       },
     });

@@ -129,6 +129,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         defaultMetrics: false,
         drainGraceMs: 2000,
         backoff: { baseMs: 50, capMs: 500 },
+        // Off unless a test asks: they would list and watch workloads and Events, requests the proxy
+        // tests do not expect upstream (and the events stream would count on a session).
+        workloadHealth: false,
+        clusterEvents: false,
         ...options.agent,
         ...extra,
       });
