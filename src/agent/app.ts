@@ -15,6 +15,7 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
+import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -59,6 +60,10 @@ export interface AgentOptions {
   tokenRefreshMs?: number;
   /** Collect the process's default metrics (default true). */
   defaultMetrics?: boolean;
+  /** The Lease that elects the one pod that applies GitOps manifests and follows Flux. */
+  leaderElection?: LeaderElectionOptions;
+  /** How often the last applied GitOps manifests are applied again (drift), ms (default 5 min). */
+  gitopsReconcilePeriodMs?: number;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -87,7 +92,7 @@ interface Shared {
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
-function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): AgentkModuleFactory[] {
+function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leadership: AgentLeadership): AgentkModuleFactory[] {
   return [
     {
       name: 'observability',
@@ -162,6 +167,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         };
       },
     },
+    { name: 'leader_election', create: () => leadership.module() },
   ];
 }
 
@@ -178,8 +184,9 @@ export function createAgentk(options: AgentOptions): Agentk {
   const configuration = new AgentConfigSectionsHub(logger.child({ module: 'configuration' }));
   const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
   const shared: Shared = { kubernetesVersion: '', observability: null, pool: null };
-  const modules = agentkModules(shared, configuration).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas }),
+  const leader = new AgentLeadership(options, kas, metrics, logger.child({ module: 'leader_election' }));
+  const modules = agentkModules(shared, configuration, leader).map((factory) =>
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, leader }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';

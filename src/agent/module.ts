@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import type { AgentOptions } from './app.js';
 import type { AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentMetrics } from './observability/metrics.js';
+import type { Leadership } from './leader-election/leader-elector.js';
 import type { KasStreams } from './tunnel/kas-streams.js';
 import type { StreamHandlers } from './tunnel/stream-handlers.js';
 
@@ -36,6 +37,11 @@ export interface AgentkModuleContext {
   readonly configuration: AgentConfigSections;
   /** Streams towards kas: open one of a type kas serves (waiting for a session), or follow sessions. */
   readonly kas: KasStreams;
+  /**
+   * Whether this pod is the agent's leader (a Lease in agentk's namespace; module leader_election).
+   * Features that must run on one pod of the Deployment only (GitOps apply, Flux) follow it.
+   */
+  readonly leader: Leadership;
 }
 
 /** A feature of agentk as the app sees it before creating it. */
