@@ -179,7 +179,7 @@ export class Applier {
     const planned: Planned[] = [];
     const seen = new Set<string>();
     const resolve = async (m: ManifestObject): Promise<Planned | null> => {
-      let info: ResourceInfo | null = null;
+      let info: ResourceInfo | null;
       try {
         info = await discovery.find(m.group, m.version, m.kind);
       } catch (err) {
@@ -287,14 +287,10 @@ export class Applier {
 
   private async applyOne(p: Planned, inventoryId: string, settings: ManifestSnapshot['settings'], dryRun: boolean, signal: AbortSignal, result: ApplyResult): Promise<void> {
     const { m, ref } = p;
-    let info = p.info;
+    const info = p.info;
     if (!info) {
       this.fail(result, m, ref.namespace, `the API server serves no kind ${m.kind} in ${m.object.apiVersion}${m.group !== '' ? ' (is its CustomResourceDefinition applied and established?)' : ''}`, 'unknown_kind');
       return;
-    }
-    if (!info.namespaced && m.namespace) {
-      // kubectl ignores a namespace on a cluster-scoped object as well; say so.
-      info = { ...info };
     }
     const path = objectPath(m.group, m.version, info, ref.namespace, ref.name);
     try {
