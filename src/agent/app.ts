@@ -16,6 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
+import { GitopsModule } from './gitops/module.js';
 import type { ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -168,6 +169,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
       },
     },
     { name: 'leader_election', create: () => leadership.module() },
+    { name: 'gitops', create: (ctx) => new GitopsModule(ctx) },
   ];
 }
 

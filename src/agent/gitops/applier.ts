@@ -149,16 +149,21 @@ export class Applier {
     };
 
     for (const e of snapshot.errors) result.errors.push({ path: e.path, code: e.code, message: e.message });
+    if (!snapshot.complete && snapshot.files.length === 0) {
+      // kas could read nothing (a refused project, a missing ref): report it, touch nothing.
+      if (settings.prune) result.pruneSkipped = 'the commit could not be read; nothing was applied or pruned';
+      return finish();
+    }
 
     // 1. Decode.
     const decoded: ManifestObject[] = [];
     for (const file of snapshot.files) {
       const { objects, errors } = decodeFile(file.path, file.data);
-      for (const e of errors) result.errors.push({ path: e.path, code: 'invalid_manifest', message: e.message });
+      for (const e of errors) result.errors.push({ path: e.path, code: 'GITOPS_INVALID_MANIFEST', message: e.message });
       decoded.push(...objects);
     }
     if (decoded.length > MAX_OBJECTS) {
-      result.errors.push({ code: 'too_many_objects', message: `the manifests hold ${decoded.length} objects; at most ${MAX_OBJECTS} are applied` });
+      result.errors.push({ code: 'GITOPS_TOO_MANY_OBJECTS', message: `the manifests hold ${decoded.length} objects; at most ${MAX_OBJECTS} are applied` });
       decoded.length = MAX_OBJECTS;
     }
     const decodeFailed = result.errors.length > 0;
@@ -198,7 +203,7 @@ export class Applier {
     try {
       previous = await inventory.read(inventoryNamespace, signal);
     } catch (err) {
-      result.errors.push({ code: 'inventory_failed', message: (err as Error).message });
+      result.errors.push({ code: 'GITOPS_INVENTORY_FAILED', message: (err as Error).message });
       result.pruneSkipped = 'the inventory could not be read';
       this.o.logger.warn({ err, projectId: snapshot.projectId }, 'gitops: cannot read the inventory; applying without prune');
     }
@@ -211,7 +216,7 @@ export class Applier {
         if (!p) continue;
         const key = refKey(p.ref);
         if (seen.has(key)) {
-          this.fail(result, m, p.ref.namespace, `${describeRef(p.ref)} is defined more than once (also in an earlier file)`, 'duplicate_object');
+          this.fail(result, m, p.ref.namespace, `${describeRef(p.ref)} is defined more than once (also in an earlier file)`, 'GITOPS_DUPLICATE_OBJECT');
           continue;
         }
         seen.add(key);
@@ -225,7 +230,7 @@ export class Applier {
         try {
           await inventory.write(inventoryNamespace, union.values(), { signal });
         } catch (err) {
-          result.errors.push({ code: 'inventory_failed', message: (err as Error).message });
+          result.errors.push({ code: 'GITOPS_INVENTORY_FAILED', message: (err as Error).message });
         }
       }
       await eachLimited(plans, this.o.concurrency ?? 16, (p) => this.applyOne(p, inventory.id, settings, dryRun, signal, result));
@@ -246,7 +251,7 @@ export class Applier {
     await applyAll(rest);
 
     // 5. Prune.
-    const failedAny = result.objects.some((s) => s.action === 'failed') || decodeFailed || result.errors.some((e) => e.code === 'inventory_failed');
+    const failedAny = result.objects.some((s) => s.action === 'failed') || decodeFailed || result.errors.some((e) => e.code === 'GITOPS_INVENTORY_FAILED');
     const desired = new Set(planned.map((p) => refKey(p.ref)));
     const applied = planned.filter((p) => result.objects.some((s) => s.action !== 'failed' && refKey(s) === refKey(p.ref))).map((p) => p.ref);
     const leftOver = previous.filter((r) => !desired.has(refKey(r)));
@@ -272,14 +277,14 @@ export class Applier {
       try {
         await inventory.write(inventoryNamespace, keep.values(), { signal });
       } catch (err) {
-        result.errors.push({ code: 'inventory_failed', message: (err as Error).message });
+        result.errors.push({ code: 'GITOPS_INVENTORY_FAILED', message: (err as Error).message });
       }
     }
     this.o.logger.debug({ projectId: snapshot.projectId, pruneRan }, 'gitops: apply done');
     return finish();
   }
 
-  private fail(result: ApplyResult, m: ManifestObject, namespace: string, reason: string, code = 'apply_failed'): void {
+  private fail(result: ApplyResult, m: ManifestObject, namespace: string, reason: string, code = 'GITOPS_APPLY_FAILED'): void {
     const ref = { group: m.group, kind: m.kind, namespace, name: m.name };
     result.objects.push({ ...ref, source: m.source, action: 'failed', reason });
     result.errors.push({ path: m.source, object: describeRef(ref), code, message: reason });
@@ -289,7 +294,7 @@ export class Applier {
     const { m, ref } = p;
     const info = p.info;
     if (!info) {
-      this.fail(result, m, ref.namespace, `the API server serves no kind ${m.kind} in ${m.object.apiVersion}${m.group !== '' ? ' (is its CustomResourceDefinition applied and established?)' : ''}`, 'unknown_kind');
+      this.fail(result, m, ref.namespace, `the API server serves no kind ${m.kind} in ${m.object.apiVersion}${m.group !== '' ? ' (is its CustomResourceDefinition applied and established?)' : ''}`, 'GITOPS_UNKNOWN_KIND');
       return;
     }
     const path = objectPath(m.group, m.version, info, ref.namespace, ref.name);
@@ -312,7 +317,7 @@ export class Applier {
             const reason = unowned
               ? `it exists and belongs to no inventory; inventory_policy ${policy} refuses to take it over (adopt_if_no_inventory or adopt_all would)`
               : `it belongs to another inventory (${String(owner)}); inventory_policy ${policy} refuses to take it over (adopt_all would)`;
-            this.fail(result, m, ref.namespace, reason, 'inventory_conflict');
+            this.fail(result, m, ref.namespace, reason, 'GITOPS_INVENTORY_CONFLICT');
             return;
           }
         }
@@ -358,7 +363,7 @@ export class Applier {
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 200));
     }
     for (const name of pending) {
-      result.errors.push({ object: `CustomResourceDefinition ${name}`, code: 'crd_not_established', message: `not established within ${timeoutMs} ms; its custom resources may fail` });
+      result.errors.push({ object: `CustomResourceDefinition ${name}`, code: 'GITOPS_CRD_NOT_ESTABLISHED', message: `not established within ${timeoutMs} ms; its custom resources may fail` });
     }
   }
 
@@ -404,7 +409,7 @@ export class Applier {
           } catch (err) {
             const reason = signal.aborted ? `not pruned within the prune timeout (${settings.pruneTimeoutMs} ms)` : (err as Error).message;
             result.objects.push({ ...ref, action: 'prune_failed', reason });
-            result.errors.push({ object: describeRef(ref), code: 'prune_failed', message: reason });
+            result.errors.push({ object: describeRef(ref), code: 'GITOPS_PRUNE_FAILED', message: reason });
             remaining.push(ref);
           }
         },
