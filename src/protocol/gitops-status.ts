@@ -119,10 +119,17 @@ export function decodeGitopsStatusReply(head: Head): { accepted: boolean; reason
 
 const cut = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
-/** The stream data: the result as JSON, bounded (objects and errors beyond the limits are counted, texts cut). */
+/**
+ * The stream data: the result as JSON, bounded: texts cut, objects and errors beyond the limits
+ * counted in `*_omitted`, and fewer of them listed until the document fits MAX_GITOPS_STATUS_BYTES.
+ */
 export function encodeGitopsStatus(s: GitopsStatusWire): Uint8Array {
   const objects = s.objects.slice(0, MAX_STATUS_OBJECTS).map((o) => ({
     ...o,
+    group: cut(o.group, MAX_STATUS_NAME_LENGTH),
+    kind: cut(o.kind, MAX_STATUS_NAME_LENGTH),
+    namespace: cut(o.namespace, MAX_STATUS_NAME_LENGTH),
+    name: cut(o.name, MAX_STATUS_NAME_LENGTH),
     source: o.source === undefined ? undefined : cut(o.source, MAX_STATUS_TEXT_LENGTH),
     reason: o.reason === undefined ? undefined : cut(o.reason, MAX_STATUS_TEXT_LENGTH),
   }));
@@ -133,15 +140,24 @@ export function encodeGitopsStatus(s: GitopsStatusWire): Uint8Array {
     path: e.path === undefined ? undefined : cut(e.path, MAX_STATUS_TEXT_LENGTH),
     object: e.object === undefined ? undefined : cut(e.object, MAX_STATUS_TEXT_LENGTH),
   }));
-  const doc: GitopsStatusWire = {
-    ...s,
-    prune_skipped: s.prune_skipped === undefined ? undefined : cut(s.prune_skipped, MAX_STATUS_TEXT_LENGTH),
-    objects,
-    objects_omitted: s.objects_omitted + Math.max(0, s.objects.length - MAX_STATUS_OBJECTS),
-    errors,
-    errors_omitted: s.errors_omitted + Math.max(0, s.errors.length - MAX_STATUS_ERRORS),
-  };
-  return Buffer.from(JSON.stringify(doc), 'utf8');
+  let objectCount = objects.length;
+  let errorCount = errors.length;
+  for (;;) {
+    const doc: GitopsStatusWire = {
+      ...s,
+      project_id: cut(s.project_id, MAX_STATUS_PROJECT_ID_LENGTH),
+      commit: cut(s.commit, MAX_STATUS_COMMIT_LENGTH),
+      prune_skipped: s.prune_skipped === undefined ? undefined : cut(s.prune_skipped, MAX_STATUS_TEXT_LENGTH),
+      objects: objects.slice(0, objectCount),
+      objects_omitted: s.objects_omitted + (s.objects.length - objectCount),
+      errors: errors.slice(0, errorCount),
+      errors_omitted: s.errors_omitted + (s.errors.length - errorCount),
+    };
+    const data = Buffer.from(JSON.stringify(doc), 'utf8');
+    if (data.byteLength <= MAX_GITOPS_STATUS_BYTES || (objectCount === 0 && errorCount === 0)) return data;
+    if (objectCount > 0) objectCount = Math.floor(objectCount / 2);
+    else errorCount = Math.floor(errorCount / 2);
+  }
 }
 
 function text(v: unknown, what: string, max: number, optional = false): string | undefined {
