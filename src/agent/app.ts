@@ -13,7 +13,7 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { GitopsModule } from './gitops/module.js';
@@ -80,6 +80,10 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
+  readonly kas: KasStreams;
+  /** The agent configuration in force, by section (ctx.configuration). */
+  readonly configuration: AgentConfigSections;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -207,6 +211,8 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    kas,
+    configuration,
     get observabilityAddress() {
       return shared.observability!.address;
     },

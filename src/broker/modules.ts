@@ -5,6 +5,7 @@
 import { agentConfigurationModule } from './agent-configuration/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
+import { gitopsModule } from './gitops/module.js';
 import { gitopsStatusModule } from './gitops/status-module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
@@ -21,6 +22,7 @@ export const KAS_MODULES = [
   agentListenerModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  gitopsModule,
   gitopsStatusModule,
   apiModule,
   usageMetricsModule,

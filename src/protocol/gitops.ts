@@ -316,11 +316,12 @@ export class ManifestRecordDecoder {
     const out: ManifestRecord[] = [];
     for (;;) {
       if (this.buffered < RECORD_PREFIX_BYTES) return out;
-      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-      this.chunks = [all];
-      const length = all.readUInt32BE(0);
+      if (this.chunks[0]!.byteLength < RECORD_PREFIX_BYTES) this.chunks = [Buffer.concat(this.chunks)];
+      const length = this.chunks[0]!.readUInt32BE(0);
       if (length === 0 || length > MAX_FILE_RECORD_BYTES) throw bad(`a record of ${length} bytes; records are 1 to ${MAX_FILE_RECORD_BYTES} bytes`);
-      if (all.byteLength < RECORD_PREFIX_BYTES + length) return out;
+      // Joined only once the whole record is here, so a large record is copied once.
+      if (this.buffered < RECORD_PREFIX_BYTES + length) return out;
+      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
       out.push(decodeRecordBody(all.subarray(RECORD_PREFIX_BYTES, RECORD_PREFIX_BYTES + length)));
       const rest = all.subarray(RECORD_PREFIX_BYTES + length);
       this.chunks = rest.byteLength > 0 ? [rest] : [];

@@ -23,6 +23,11 @@ export interface AgentConnection {
   readonly session: Session;
   readonly connectedAt: Date;
   readonly meta: AgentMeta;
+  /**
+   * The agent's token, for calls kas makes to GitLab on the agent's behalf (GitOps: project_info).
+   * A function, so that logging a connection never prints it. Absent in tests that build connections.
+   */
+  readonly agentToken?: () => string;
 }
 
 export class AgentRegistry {
