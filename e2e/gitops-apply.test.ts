@@ -2,7 +2,17 @@
  * GitOps apply against a real kube-apiserver: leader election with a real Lease, and (below) the
  * applier: server-side apply, inventory, prune, drift, inventory policies.
  */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
+import type { Agentk } from '../src/agent/app.js';
+import { gitlabToKasJwt } from '../test/support/fake-gitlab.js';
+import { TestGitRepo } from '../test/support/git-repo.js';
+import { readAll } from '../test/support/streams.js';
+import { startStack, type Stack } from '../test/support/stack.js';
 import { ApiServerClient, type ApiServerConfig } from '../src/agent/kubernetes-api/api-server.js';
 import { KubeJson } from '../src/agent/kubernetes-api/kube-json.js';
 import { LeaderElector } from '../src/agent/leader-election/leader-elector.js';
@@ -336,4 +346,121 @@ describe('applying manifest snapshots', () => {
       await runner.stop();
     }
   }, 60_000);
+});
+
+describe('the full path: kas reads a Git repository, the leader agentk applies, kas reports', () => {
+  let dir: string;
+  let repo: TestGitRepo;
+  let stack: Stack;
+  const secret = randomBytes(32);
+  const agents: Agentk[] = [];
+  const leaseTimings = { leaseDurationMs: 4000, renewDeadlineMs: 3000, retryPeriodMs: 300 };
+
+  function gitPush(projectId: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const body = Buffer.from(JSON.stringify({ project: { id: projectId, full_path: 'demo/apps' } }));
+      const req = http.request(`http://${stack.kas.addresses.api}/api/v1/git_push_event`, { method: 'POST', agent: false, headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}`, 'content-type': 'application/json', 'content-length': String(body.length) } }, (res) => {
+        readAll(res).then(() => resolve(res.statusCode ?? 0), reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  async function apiStatus(): Promise<{ agent_id: number; projects: Array<Record<string, unknown>> }> {
+    const res = await fetch(`http://${stack.kas.addresses.api}/api/v1/agents/1/gitops`, { headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}` } });
+    expect(res.status).toBe(200);
+    return (await res.json()) as { agent_id: number; projects: Array<Record<string, unknown>> };
+  }
+
+  async function configMapValue(name: string): Promise<string | undefined> {
+    const cm = await getObject(`/api/v1/namespaces/fullpath/configmaps/${name}`);
+    return (cm?.data as Record<string, string> | undefined)?.value;
+  }
+
+  const leaderStates = new Map<Agentk, boolean>();
+  const isLeaderNow = (a: Agentk) => leaderStates.get(a) === true;
+  const leader = () => agents.filter(isLeaderNow);
+  /** Reads each replica's agentk_leader gauge. */
+  async function refreshLeaders(): Promise<void> {
+    for (const a of agents) {
+      const metric = await a.metrics.registry.getSingleMetric('agentk_leader')!.get();
+      leaderStates.set(a, metric.values[0]?.value === 1);
+    }
+  }
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gitops-apply-e2e-'));
+    repo = new TestGitRepo(join(dir, 'repo'));
+    repo.commit({
+      'ns.yaml': 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: fullpath\n',
+      'cms.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  value: hello\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaving\ndata:\n  value: bye\n',
+    });
+    mkdirSync(join(dir, 'configs', 'agent-one'), { recursive: true });
+    writeFileSync(join(dir, 'configs', 'agent-one', 'config.yaml'), 'gitops:\n  manifest_projects:\n    - id: demo/apps\n      default_namespace: fullpath\n      prune_propagation_policy: background\n');
+    writeFileSync(join(dir, 'api.secret'), secret.toString('base64'));
+    stack = await startStack({
+      upstream: { url: cluster.url, caPem: cluster.caPem, token: cluster.adminToken },
+      startAgent: false,
+      kas: {
+        api: { listen: { address: '127.0.0.1:0', authentication_secret_file: join(dir, 'api.secret') } },
+        // Polls are slow: every change below arrives through a push notification.
+        agent: { gitops: { poll_period: '1h', cache_dir: join(dir, 'cache') }, configuration: { poll_period: '1h' } },
+        standalone: { config_dir: join(dir, 'configs'), manifest_projects: [{ id: 'demo/apps', project_id: 77, git: { url: repo.dir } }] },
+      },
+      agent: { podNamespace: 'default', leaderElection: leaseTimings, gitopsReconcilePeriodMs: 60 * 60_000 },
+    });
+    for (const podName of ['agentk-a', 'agentk-b']) agents.push(await stack.startAgent({ podName }));
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const a of agents) await a.stop().catch(() => undefined);
+    stack.agent = null;
+    await stack?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('two agentk replicas: exactly one applies; a push is applied without waiting for the poll; a removed object is pruned; the result reaches the API', async () => {
+    await waitFor(async () => (await configMapValue('greeting')) === 'hello', 'the first commit to be applied', 60_000);
+    await refreshLeaders();
+    expect(leader()).toHaveLength(1);
+    const lease = await getObject('/apis/coordination.k8s.io/v1/namespaces/default/leases/agentk-1');
+    const holder = (lease!.spec as { holderIdentity: string }).holderIdentity;
+    expect(['agentk-a', 'agentk-b']).toContain(holder);
+    const inventory = await getObject(`/api/v1/namespaces/fullpath/configmaps/inventory-${inventoryIdOf('1', 'demo/apps')}`);
+    expect(inventoryKeys(inventory)).toHaveLength(3);
+    // Only the leader applied: one field manager entry, the leader's metrics count the apply.
+    const [a, b] = agents as [Agentk, Agentk];
+    const applies = async (x: Agentk) => (await x.metrics.registry.getSingleMetric('agentk_gitops_applies_total')!.get()).values.reduce((n, v) => n + v.value, 0);
+    await waitFor(async () => (await applies(leader()[0]!)) >= 1, 'the leader to count its apply');
+    expect(await applies(leader()[0]! === a ? b : a)).toBe(0);
+
+    // A push: the change lands without waiting for the 1 h poll; the removed ConfigMap is pruned.
+    const c2 = repo.commit({ 'cms.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  value: hello again\n' });
+    expect(await gitPush(77)).toBe(204);
+    await waitFor(async () => (await configMapValue('greeting')) === 'hello again', 'the pushed commit to be applied', 60_000);
+    await waitFor(async () => (await getObject('/api/v1/namespaces/fullpath/configmaps/leaving')) === null, 'the removed ConfigMap to be pruned', 60_000);
+
+    await waitFor(async () => (await apiStatus()).projects.some((p) => p.commit === c2), 'kas to have the result of the pushed commit', 30_000);
+    const status = (await apiStatus()).projects.find((p) => p.project_id === 'demo/apps')!;
+    expect(status).toMatchObject({ commit: c2, trigger: 'snapshot', applied: 1, pruned: 1, failed: 0, errors: [] });
+    expect(status.objects).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'ConfigMap', name: 'leaving', action: 'pruned' })]));
+    const metrics = await stack.kas.metrics.metrics();
+    expect(metrics).toMatch(/kas_gitops_status_reports_total\{result="ok"\} [1-9]/);
+  }, 120_000);
+
+  test('stopping the leader hands over: the other replica applies the next push', async () => {
+    await refreshLeaders();
+    const old = leader()[0]!;
+    const other = agents.find((x) => x !== old)!;
+    await old.stop();
+    agents.splice(agents.indexOf(old), 1);
+    await waitFor(async () => {
+      await refreshLeaders();
+      return isLeaderNow(other);
+    }, 'the other replica to lead', leaseTimings.leaseDurationMs * 5);
+    repo.commit({ 'cms.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  value: from the new leader\n' });
+    expect(await gitPush(77)).toBe(204);
+    await waitFor(async () => (await configMapValue('greeting')) === 'from the new leader', 'the new leader to apply the push', 60_000);
+  }, 120_000);
 });
