@@ -20,6 +20,7 @@
  * Dry runs: `client` decodes and checks only (no request); `server` sends every write with
  * `dryRun=All` (the API server validates, admission runs, nothing is stored).
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../../shared/logger.js';
 import { kubeErrorMessage, type KubeJson } from '../kubernetes-api/kube-json.js';
 import { decodeFile, MAX_OBJECTS, type ManifestObject } from './decode.js';
@@ -81,6 +82,14 @@ export interface ApplierOptions {
 const CRD_GROUP = 'apiextensions.k8s.io';
 const POLICY_NAME: Record<ManifestSnapshot['settings']['prunePropagationPolicy'], string> = { orphan: 'Orphan', background: 'Background', foreground: 'Foreground' };
 
+/** Objects of one kind and namespace from which their metadata is listed rather than read one by one. */
+const PREFETCH_MIN_OBJECTS = 8;
+const METADATA_LIST_ACCEPT = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
+
+interface ExistingMeta {
+  metadata?: { name?: string; resourceVersion?: string; annotations?: Record<string, string> };
+}
+
 interface Planned {
   m: ManifestObject;
   ref: ObjectRef;
@@ -123,6 +132,8 @@ export class Applier {
     const settings = snapshot.settings;
     const timeout = AbortSignal.timeout(Math.max(1000, settings.reconcileTimeoutMs));
     const signal = outerSignal ? AbortSignal.any([outerSignal, timeout]) : timeout;
+    // Every request in flight listens on it (concurrency of them, and a few more).
+    setMaxListeners(0, signal);
     const result: ApplyResult = {
       projectId: snapshot.projectId,
       commit: snapshot.commit,
@@ -233,7 +244,8 @@ export class Applier {
           result.errors.push({ code: 'GITOPS_INVENTORY_FAILED', message: (err as Error).message });
         }
       }
-      await eachLimited(plans, this.o.concurrency ?? 16, (p) => this.applyOne(p, inventory.id, settings, dryRun, signal, result));
+      const known = await this.prefetch(plans, signal);
+      await eachLimited(plans, this.o.concurrency ?? 16, (p) => this.applyOne(p, inventory.id, settings, dryRun, signal, result, known));
       return plans;
     };
 
@@ -270,6 +282,7 @@ export class Applier {
     } else if (leftOver.length > 0) {
       pruneRan = true;
       const pruneSignal = AbortSignal.any([signal, AbortSignal.timeout(Math.max(1000, settings.pruneTimeoutMs))]);
+      setMaxListeners(0, pruneSignal);
       const remaining = await this.prune(leftOver, inventory.id, settings, dryRun, pruneSignal, result);
       for (const r of remaining) keep.set(refKey(r), r);
     }
@@ -290,7 +303,48 @@ export class Applier {
     result.errors.push({ path: m.source, object: describeRef(ref), code, message: reason });
   }
 
-  private async applyOne(p: Planned, inventoryId: string, settings: ManifestSnapshot['settings'], dryRun: boolean, signal: AbortSignal, result: ApplyResult): Promise<void> {
+  /**
+   * The metadata of the existing objects of the kinds and namespaces that many objects go to, with
+   * one paginated list each (metadata only: PartialObjectMetadataList) instead of a read per object.
+   * Keyed by object path; a path absent from a listed collection does not exist.
+   */
+  private async prefetch(plans: Planned[], signal: AbortSignal): Promise<Map<string, ExistingMeta | null>> {
+    const known = new Map<string, ExistingMeta | null>();
+    const groups = new Map<string, Planned[]>();
+    for (const p of plans) {
+      if (!p.info) continue;
+      const collection = objectPath(p.m.group, p.m.version, p.info, p.ref.namespace, '').replace(/\/$/, '');
+      const list = groups.get(collection) ?? [];
+      list.push(p);
+      groups.set(collection, list);
+    }
+    for (const [collection, members] of groups) {
+      if (members.length < PREFETCH_MIN_OBJECTS) continue;
+      const found = new Map<string, ExistingMeta>();
+      let cont = '';
+      let ok = true;
+      do {
+        const res = await this.o.kube
+          .request('GET', `${collection}?limit=500${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`, undefined, { signal, accept: METADATA_LIST_ACCEPT })
+          .catch(() => null);
+        const list = res?.json as { kind?: string; metadata?: { continue?: string }; items?: ExistingMeta[] } | null;
+        if (!res || res.status !== 200 || !Array.isArray(list?.items)) {
+          ok = false; // fall back to one read per object
+          break;
+        }
+        for (const item of list.items) {
+          const name = item?.metadata?.name;
+          if (typeof name === 'string') found.set(name, item);
+        }
+        cont = list.metadata?.continue ?? '';
+      } while (cont !== '');
+      if (!ok) continue;
+      for (const p of members) known.set(objectPath(p.m.group, p.m.version, p.info!, p.ref.namespace, p.ref.name), found.get(p.ref.name) ?? null);
+    }
+    return known;
+  }
+
+  private async applyOne(p: Planned, inventoryId: string, settings: ManifestSnapshot['settings'], dryRun: boolean, signal: AbortSignal, result: ApplyResult, known: Map<string, ExistingMeta | null>): Promise<void> {
     const { m, ref } = p;
     const info = p.info;
     if (!info) {
@@ -299,12 +353,17 @@ export class Applier {
     }
     const path = objectPath(m.group, m.version, info, ref.namespace, ref.name);
     try {
-      const got = await this.o.kube.request('GET', path, undefined, { signal });
-      if (got.status !== 200 && got.status !== 404) {
-        this.fail(result, m, ref.namespace, `cannot read it: ${kubeErrorMessage(got)}`);
-        return;
+      let existing: unknown;
+      if (known.has(path)) {
+        existing = known.get(path);
+      } else {
+        const got = await this.o.kube.request('GET', path, undefined, { signal });
+        if (got.status !== 200 && got.status !== 404) {
+          this.fail(result, m, ref.namespace, `cannot read it: ${kubeErrorMessage(got)}`);
+          return;
+        }
+        existing = got.status === 200 ? got.json : null;
       }
-      const existing = got.status === 200 ? got.json : null;
       let adopted = false;
       if (existing) {
         const owner = annotations(existing)[OWNING_INVENTORY_ANNOTATION];
