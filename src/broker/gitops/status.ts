@@ -117,7 +117,7 @@ export class GitopsStatusStore {
   routes(app: FastifyInstance): void {
     app.get('/api/v1/agents/:agent_id/gitops', async (request, reply) => {
       const agentId = oneId((request.params as { agent_id?: unknown }).agent_id);
-      if (agentId === null) return apiError(reply, 400, 'invalid_argument', 'agent_id must be a positive integer');
+      if (agentId === null) return apiError(reply, 400, 'BAD_REQUEST', 'agent_id must be a positive integer');
       const projects = this.forAgent(agentId).map((e) => ({ ...e.status, received_at: e.receivedAt }));
       return reply.send({ agent_id: agentId, projects });
     });
