@@ -447,6 +447,17 @@ describe('the full path: kas reads a Git repository, the leader agentk applies, 
     expect(status.objects).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'ConfigMap', name: 'leaving', action: 'pruned' })]));
     const metrics = await stack.kas.metrics.metrics();
     expect(metrics).toMatch(/kas_gitops_status_reports_total\{result="ok"\} [1-9]/);
+
+    // The results are in the cluster events stream too.
+    const res = await fetch(`http://${stack.kas.addresses.api}/api/v1/agents/1/events?limit=100`, { headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}` } });
+    const { events } = (await res.json()) as { events: Array<{ source: string; type: string; reason: string; message: string; object?: { kind: string; name: string } }> };
+    const gitops = events.filter((e) => e.source === 'gitops');
+    expect(gitops).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ type: 'Normal', reason: 'Applied', message: expect.stringContaining(`demo/apps at ${c2.slice(0, 12)}: 1 applied`) }),
+        expect.objectContaining({ type: 'Normal', reason: 'Pruned', object: expect.objectContaining({ kind: 'ConfigMap', name: 'leaving' }) }),
+      ]),
+    );
   }, 120_000);
 
   test('stopping the leader hands over: the other replica applies the next push', async () => {

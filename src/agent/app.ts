@@ -17,7 +17,9 @@ import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSec
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { GitopsModule } from './gitops/module.js';
-import type { ApiServerConfig } from './kubernetes-api/api-server.js';
+import { SharedInformers } from './informers/informers.js';
+import { clusterEventsModule } from './cluster-events/module.js';
+import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
@@ -94,6 +96,8 @@ interface Shared {
   kubernetesVersion: string;
   observability: ObservabilityServer | null;
   pool: TunnelPool | null;
+  /** agentk's client of its API server: the proxy's requests and the informers' lists and watches. */
+  apiClient: ApiServerClient;
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
@@ -120,7 +124,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
     {
       name: 'kubernetes_api',
       create: (ctx) => {
-        const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, client: shared.apiClient, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
         return {
           name: module.name,
           start: async () => {
@@ -172,6 +176,8 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
         };
       },
     },
+    // After the tunnel: it stops first, ending its stream to kas before the sessions drain.
+    clusterEventsModule(shared.apiClient),
     { name: 'leader_election', create: () => leadership.module() },
     { name: 'gitops', create: (ctx) => new GitopsModule(ctx) },
   ];
@@ -189,10 +195,13 @@ export function createAgentk(options: AgentOptions): Agentk {
   const kas = new KasStreams();
   const configuration = new AgentConfigSectionsHub(logger.child({ module: 'configuration' }));
   const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
-  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null };
+  const apiClient = new ApiServerClient(options.apiServer, { logger: logger.child({ module: 'kubernetes_api' }), tokenRefreshMs: options.tokenRefreshMs, metrics });
+  // Informers start on a feature's first acquire and are stopped after every module has stopped.
+  const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
   const leader = new AgentLeadership(options, kas, metrics, logger.child({ module: 'leader_election' }));
   const modules = agentkModules(shared, configuration, leader).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, leader }),
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers, leader }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -206,6 +215,9 @@ export function createAgentk(options: AgentOptions): Agentk {
         logger.error({ err, module: module.name }, 'module failed to stop');
       }
     }
+    informers.stop();
+    await informers.closed();
+    apiClient.close();
   }
 
   return {

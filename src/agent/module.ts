@@ -7,6 +7,7 @@
 import type { Logger } from '../shared/logger.js';
 import type { AgentOptions } from './app.js';
 import type { AgentConfigSections } from './configuration/agent-configuration-receiver.js';
+import type { Informers } from './informers/informers.js';
 import type { AgentMetrics } from './observability/metrics.js';
 import type { Leadership } from './leader-election/leader-elector.js';
 import type { KasStreams } from './tunnel/kas-streams.js';
@@ -37,6 +38,11 @@ export interface AgentkModuleContext {
   readonly configuration: AgentConfigSections;
   /** Streams towards kas: open one of a type kas serves (waiting for a session), or follow sessions. */
   readonly kas: KasStreams;
+  /**
+   * Shared list-and-watch caches of cluster objects (src/agent/informers): acquire in start, release
+   * in stop. They run until agentk has stopped every module.
+   */
+  readonly informers: Informers;
   /**
    * Whether this pod is the agent's leader (a Lease in agentk's namespace; module leader_election).
    * Features that must run on one pod of the Deployment only (GitOps apply, Flux) follow it.

@@ -3,6 +3,7 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
+import { clusterEventsModule } from './cluster-events/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { gitopsModule } from './gitops/module.js';
@@ -20,6 +21,7 @@ export const KAS_MODULES = [
   gitlabModule,
   standaloneModule,
   agentListenerModule,
+  clusterEventsModule,
   kubernetesApiModule,
   agentConfigurationModule,
   gitopsModule,

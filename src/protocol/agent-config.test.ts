@@ -58,6 +58,11 @@ describe('agent_config stream messages', () => {
     ['logging as a list', bytes('{"observability":{"logging":[]}}'), 'observability.logging must be an object'],
     ['an unknown level', bytes('{"observability":{"logging":{"level":"trace"}}}'), 'observability.logging.level must be one of info, debug, warn, error'],
     ['more than the limit', bytes(`{"x":"${'a'.repeat(MAX_AGENT_CONFIG_BYTES)}"}`), `the limit is ${MAX_AGENT_CONFIG_BYTES}`],
+    ['events as a list', bytes('{"observability":{"events":[]}}'), 'observability.events must be an object'],
+    ['an unknown event type', bytes('{"observability":{"events":{"types":["Error"]}}}'), 'observability.events.types must be a list of Normal, Warning'],
+    ['a namespace that is a number', bytes('{"observability":{"events":{"namespaces":[5]}}}'), 'observability.events.namespaces must be a list'],
+    ['a rate of 0', bytes('{"observability":{"events":{"rate_limit":0}}}'), 'observability.events.rate_limit must be a number above 0'],
+    ['a burst of 0', bytes('{"observability":{"events":{"burst":0}}}'), 'observability.events.burst must be an integer'],
   ])('data that is %s is refused, saying why', (_what, data, message) => {
     expect(protocolError(() => decodeAgentConfigData(data))).toContain(message);
   });

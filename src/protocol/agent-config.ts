@@ -23,6 +23,25 @@ export const MAX_AGENT_CONFIG_ERROR_LENGTH = 1024;
 export const AGENT_LOG_LEVELS = ['info', 'debug', 'warn', 'error'] as const;
 export type AgentLogLevel = (typeof AGENT_LOG_LEVELS)[number];
 
+/** The Kubernetes event types `observability.events.types` may name. */
+export const AGENT_EVENT_TYPES = ['Normal', 'Warning'] as const;
+/** Most events per second `observability.events.rate_limit` may allow, and the largest `burst`. */
+export const MAX_AGENT_EVENTS_RATE = 1000;
+export const MAX_AGENT_EVENTS_BURST = 10_000;
+
+/** `observability.events`: which cluster events agentk sends to kas. Absent keys mean their defaults. */
+export interface AgentEventsSection {
+  /** Default ["Warning"]. */
+  types?: Array<(typeof AGENT_EVENT_TYPES)[number]>;
+  /** Default: every namespace the agent can read. */
+  namespaces?: string[];
+  /** Of the involved object; default: every object. */
+  label_selector?: string;
+  /** Events per second agentk sends at most (default 10), with bursts of `burst` (default 100). */
+  rate_limit?: number;
+  burst?: number;
+}
+
 export interface AgentConfigHead {
   /**
    * Which version of the configuration file this is: the commit id in GitLab mode, `sha256:<hex>` of
@@ -42,6 +61,7 @@ export interface AgentConfigDocument {
       level?: AgentLogLevel;
       [key: string]: unknown;
     };
+    events?: AgentEventsSection;
     [key: string]: unknown;
   };
   /**
@@ -124,6 +144,7 @@ export function decodeAgentConfigData(data: Uint8Array): AgentConfigDocument {
         throw bad(`observability.logging.level must be one of ${AGENT_LOG_LEVELS.join(', ')}`);
       }
     }
+    if (observability.events !== undefined) checkEventsSection(observability.events);
   }
   const gitops = doc.gitops;
   if (gitops !== undefined) {
@@ -141,6 +162,20 @@ export function decodeAgentConfigData(data: Uint8Array): AgentConfigDocument {
     }
   }
   return doc as AgentConfigDocument;
+}
+
+function checkEventsSection(events: unknown): void {
+  if (!isMap(events)) throw bad('observability.events must be an object');
+  const { types, namespaces, label_selector: selector, rate_limit: rate, burst } = events;
+  if (types !== undefined && (!Array.isArray(types) || types.length > 100 || !types.every((t) => (AGENT_EVENT_TYPES as readonly unknown[]).includes(t)))) {
+    throw bad(`observability.events.types must be a list of ${AGENT_EVENT_TYPES.join(', ')}`);
+  }
+  if (namespaces !== undefined && (!Array.isArray(namespaces) || namespaces.length > 100 || !namespaces.every((n) => typeof n === 'string' && n !== '' && n.length <= 63))) {
+    throw bad('observability.events.namespaces must be a list of namespace names');
+  }
+  if (selector !== undefined && (typeof selector !== 'string' || selector.length > 1024)) throw bad('observability.events.label_selector must be a string of at most 1024 characters');
+  if (rate !== undefined && (typeof rate !== 'number' || !(rate > 0) || rate > MAX_AGENT_EVENTS_RATE)) throw bad(`observability.events.rate_limit must be a number above 0, at most ${MAX_AGENT_EVENTS_RATE}`);
+  if (burst !== undefined && (typeof burst !== 'number' || !Number.isInteger(burst) || burst < 1 || burst > MAX_AGENT_EVENTS_BURST)) throw bad(`observability.events.burst must be an integer from 1 to ${MAX_AGENT_EVENTS_BURST}`);
 }
 
 export function encodeAgentConfigReply(r: AgentConfigReply): Head {

@@ -240,6 +240,18 @@ const RESOURCES: Record<string, ResourceDef> = {
     columns: [column('Name', 'string', 'Name of the config map', 0, 'name'), column('Data', 'string', 'Number of data entries'), column('Age', 'string', 'Time since creation')],
     cells: (o) => [o.metadata.name, Object.keys((o.data as Record<string, string> | undefined) ?? {}).length + Object.keys((o.binaryData as Record<string, string> | undefined) ?? {}).length, age(o)],
   },
+  // agentk follows Events (cluster events) when kas takes them: listed and watched like the rest.
+  events: {
+    name: 'events',
+    singularName: 'event',
+    kind: 'Event',
+    namespaced: true,
+    shortNames: ['ev'],
+    verbs: ['create', 'delete', 'get', 'list', 'watch'],
+    mutable: true,
+    columns: [column('Name', 'string', 'Name of the event', 0, 'name'), column('Type', 'string', 'Normal or Warning'), column('Reason', 'string', 'Why it happened')],
+    cells: (o) => [o.metadata.name, o.type, o.reason],
+  },
 };
 
 function timestamp(date = new Date()): string {

@@ -187,4 +187,23 @@ describe('agent configuration file', () => {
     expect(parseAgentConfig(Buffer.from('observability: {logging: {level: error}}\n')).config.observability?.logging?.level).toBe('error');
     expect(errorOf(Buffer.from([0x6f, 0x3a, 0x20, 0xff, 0xfe, 0x0a])).issues).toEqual(['the file is not UTF-8 text']);
   });
+
+  test('observability.events is accepted and sent to agentk as written', () => {
+    const parsed = parseAgentConfig('observability:\n  events:\n    types: [Warning, Normal]\n    namespaces: [web]\n    label_selector: "app=web,tier in (a,b)"\n    rate_limit: 2.5\n    burst: 20\n');
+    expect(parsed.forAgent).toEqual({ observability: { events: { types: ['Warning', 'Normal'], namespaces: ['web'], label_selector: 'app=web,tier in (a,b)', rate_limit: 2.5, burst: 20 } } });
+  });
+
+  test.each([
+    ['an unknown type', 'types: [Error]', 'observability.events.types.0: expected one of Normal, Warning'],
+    ['a type twice', 'types: [Warning, Warning]', 'observability.events.types: expected each type once'],
+    ['a namespace that is not a name', 'namespaces: [Web_1]', 'observability.events.namespaces.0: expected a Kubernetes namespace name'],
+    ['a broken label selector', 'label_selector: "app in (a"', 'observability.events.label_selector: expected a label selector'],
+    ['a rate of 0', 'rate_limit: 0', 'observability.events.rate_limit: expected more than 0 events per second'],
+    ['a fractional burst', 'burst: 1.5', 'observability.events.burst: expected a whole number of events'],
+    ['an unknown key', 'since: 5m', 'observability.events.since: unknown key'],
+  ])('observability.events with %s is refused, naming the key', (_what, line, message) => {
+    const err = errorOf(`observability:\n  events:\n    ${line}\n`);
+    expect(err.issues).toHaveLength(1);
+    expect(err.issues[0]).toContain(message);
+  });
 });

@@ -6,8 +6,9 @@
  */
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { AGENT_LOG_LEVELS, MAX_AGENT_CONFIG_BYTES, type AgentConfigDocument } from '../../protocol/agent-config.js';
+import { AGENT_EVENT_TYPES, AGENT_LOG_LEVELS, MAX_AGENT_CONFIG_BYTES, MAX_AGENT_EVENTS_BURST, MAX_AGENT_EVENTS_RATE, type AgentConfigDocument } from '../../protocol/agent-config.js';
 import { parseDuration } from '../../shared/duration.js';
+import { LabelSelectorError, MAX_LABEL_SELECTOR_LENGTH, parseLabelSelector } from '../../shared/label-selector.js';
 import { AgentConfigFileError } from './agent-config-file-error.js';
 
 /** Largest configuration file kas reads; a larger one is a configuration error. */
@@ -107,6 +108,29 @@ const manifestProject = z.strictObject({
 
 const logLevel = z.enum(AGENT_LOG_LEVELS);
 
+/** `observability.events`: which cluster events agentk sends to kas, and how many at most. */
+const clusterEvents = z.strictObject({
+  types: optional(
+    list(z.enum(AGENT_EVENT_TYPES, { error: `expected one of ${AGENT_EVENT_TYPES.join(', ')}` })).refine((l) => new Set(l).size === l.length, 'expected each type once'),
+  ),
+  namespaces: optional(list(namespace)),
+  label_selector: optional(
+    z
+      .string({ error: 'expected a label selector such as "app=web,tier!=db"' })
+      .max(MAX_LABEL_SELECTOR_LENGTH, `expected at most ${MAX_LABEL_SELECTOR_LENGTH} characters`)
+      .superRefine((s, ctx) => {
+        try {
+          parseLabelSelector(s);
+        } catch (err) {
+          if (!(err instanceof LabelSelectorError)) throw err;
+          ctx.addIssue({ code: 'custom', message: `expected a label selector such as "app=web,tier!=db": ${err.message}` });
+        }
+      }),
+  ),
+  rate_limit: optional(z.number({ error: 'expected events per second' }).positive('expected more than 0 events per second').max(MAX_AGENT_EVENTS_RATE, `expected at most ${MAX_AGENT_EVENTS_RATE} events per second`)),
+  burst: optional(z.number({ error: 'expected a number of events' }).int('expected a whole number of events').min(1, 'expected at least 1').max(MAX_AGENT_EVENTS_BURST, `expected at most ${MAX_AGENT_EVENTS_BURST}`)),
+});
+
 const unsupported = Object.fromEntries(UNSUPPORTED_SECTIONS.map((k) => [k, z.unknown().optional()])) as Record<(typeof UNSUPPORTED_SECTIONS)[number], z.ZodOptional<z.ZodUnknown>>;
 
 export const agentConfigSchema = z.strictObject({
@@ -122,6 +146,7 @@ export const agentConfigSchema = z.strictObject({
           grpc_level: optional(logLevel),
         }),
       ),
+      events: optional(clusterEvents),
     }),
   ),
   ...unsupported,

@@ -2,16 +2,19 @@
  * The GitOps status module (kas): serves the `gitops_status` streams agentk opens after each apply,
  * keeps the latest result per agent and manifest project, answers
  * `GET /api/v1/agents/{agent_id}/gitops` on the API for GitLab, counts `gitops_sync` in GitLab's
- * usage metrics, and exports `kas_gitops_*` metrics. Must come after agent_listener (AGENT_STREAMS)
- * and before api (API_ROUTES are read when the API is created).
+ * usage metrics, publishes each result in the cluster events stream (source `gitops`), and exports
+ * `kas_gitops_*` metrics. Must come after agent_listener (AGENT_STREAMS) and cluster_events, and
+ * before api (API_ROUTES are read when the API is created).
  */
 import { GITOPS_STATUS_STREAM } from '../../protocol/gitops-status.js';
 import { API_ROUTES } from '../api/routes.js';
+import { CLUSTER_EVENTS } from '../cluster-events/service.js';
 import { GITLAB } from '../gitlab/module.js';
 import { defineModule } from '../module.js';
 import { serviceKey } from '../services.js';
 import { AGENT_STREAMS } from '../tunnel/agent-streams.js';
 import { GitopsStatusStore } from './status.js';
+import { statusEvents } from './status-events.js';
 import { gitopsStatusConfig } from './status-config.js';
 import { GitopsStatusMetrics } from './status-metrics.js';
 
@@ -31,6 +34,12 @@ export const gitopsStatusModule = defineModule({
     if (gitlab) {
       store.onStatus((_agentId, status) => {
         if (status.dry_run === 'none') gitlab.usage.increment('gitops_sync');
+      });
+    }
+    const events = ctx.services.find(CLUSTER_EVENTS);
+    if (events) {
+      store.onStatus((agentId, status) => {
+        for (const event of statusEvents(status)) events.publish(agentId, event);
       });
     }
     ctx.services.provide(GITOPS_STATUS, store);

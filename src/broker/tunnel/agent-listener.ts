@@ -21,7 +21,7 @@ import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
 import type { AgentListenConfig, TunnelConfig } from './config.js';
 import type { TunnelMetrics } from './metrics.js';
-import type { AgentConnection, AgentMeta, AgentRegistry } from './agent-registry.js';
+import type { AgentConnection, AgentMeta, AgentRegistry, DisconnectReason } from './agent-registry.js';
 import type { AgentStreams } from './agent-streams.js';
 import { sessionOptionsFrom } from './session-options.js';
 import type { ListenerTls } from '../configuration/tls-reloader.js';
@@ -62,6 +62,28 @@ export function agentMetaFromHello(hello: Head): AgentMeta {
   };
 }
 
+/**
+ * Why a registered session ended, from its close error and whether kas drained it. A clean close
+ * (null) that kas did not ask for followed the agent's GOAWAY.
+ */
+export function disconnectReason(err: TunnelError | null, drainedByKas: boolean): DisconnectReason {
+  if (drainedByKas) return 'drain';
+  if (err === null) return 'closed_by_agent';
+  switch (err.code) {
+    case 'KEEPALIVE_TIMEOUT':
+      return 'keepalive_timeout';
+    case 'AUTH_REVOKED':
+      return 'token_revoked';
+    case 'SESSION_CLOSED':
+    case 'GOING_AWAY':
+      return err.remote ? 'closed_by_agent' : 'drain';
+    case 'CONNECTION_LOST':
+      return 'connection_lost';
+    default:
+      return 'error';
+  }
+}
+
 function refuse(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\n\r\n${text}`);
   setTimeout(() => socket.destroy(), 1000).unref();
@@ -79,6 +101,8 @@ export class AgentListener {
   private readonly wss: TunnelWebSocketServer;
   private server: http.Server | https.Server | null = null;
   private readonly sessions = new Set<Session>();
+  /** Sessions kas itself began to drain (maximum age, shutdown): their end is a drain, not a failure. */
+  private readonly drainedByKas = new WeakSet<Session>();
   private closing = false;
   boundAddress = '';
 
@@ -176,7 +200,7 @@ export class AgentListener {
     });
     this.sessions.add(session);
     metrics.sessions.inc();
-    let unregister: (() => void) | null = null;
+    let unregister: ((reason: DisconnectReason, detail: string) => void) | null = null;
     let ageTimer: NodeJS.Timeout | null = null;
     let revalidateTimer: NodeJS.Timeout | null = null;
     session.ready.then(
@@ -192,6 +216,7 @@ export class AgentListener {
         // ±10 % jitter, so connections made together do not all drain together.
         ageTimer = setTimeout(() => {
           logger.info('maximum connection age reached; draining the session');
+          this.drainedByKas.add(session);
           void session.drain('maximum connection age reached', tunnel.drain_grace);
         }, age * (0.9 + Math.random() * 0.2));
         ageTimer.unref();
@@ -203,7 +228,11 @@ export class AgentListener {
       this.sessions.delete(session);
       if (ageTimer) clearTimeout(ageTimer);
       if (revalidateTimer) clearInterval(revalidateTimer);
-      unregister?.();
+      if (unregister) {
+        const reason = disconnectReason(err, this.drainedByKas.has(session));
+        metrics.agentDisconnects.inc({ reason });
+        unregister(reason, err?.message ?? '');
+      }
       metrics.sessions.dec();
       metrics.connectedAgents.set(registry.agentCount);
       metrics.sessionCloses.inc({ code: err?.code ?? 'none' });
@@ -239,13 +268,17 @@ export class AgentListener {
   async drain(graceMs: number): Promise<void> {
     this.closing = true;
     this.server?.close();
+    for (const s of this.sessions) this.drainedByKas.add(s);
     await Promise.all([...this.sessions].map((s) => s.drain('kas is shutting down', graceMs)));
   }
 
   /** Closes everything at once. */
   async stop(): Promise<void> {
     this.closing = true;
-    for (const s of this.sessions) s.close(new TunnelError('SESSION_CLOSED', 'kas stopped'));
+    for (const s of this.sessions) {
+      this.drainedByKas.add(s);
+      s.close(new TunnelError('SESSION_CLOSED', 'kas stopped'));
+    }
     const server = this.server;
     if (!server) return;
     server.closeAllConnections?.();

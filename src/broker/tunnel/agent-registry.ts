@@ -30,13 +30,29 @@ export interface AgentConnection {
   readonly agentToken?: () => string;
 }
 
+/**
+ * Why a connection of an agent ended, as the agent listener tells it: kas drained it (maximum
+ * connection age or shutdown), keepalive_timeout, token_revoked, closed_by_agent, connection_lost
+ * (the network connection failed), error (anything else, a protocol error for instance).
+ */
+export type DisconnectReason = 'drain' | 'keepalive_timeout' | 'token_revoked' | 'closed_by_agent' | 'connection_lost' | 'error';
+
+/** A connection of an agent was registered, or it ended (with why). */
+export type ConnectivityChange =
+  | { kind: 'connected'; connection: AgentConnection }
+  | { kind: 'disconnected'; connection: AgentConnection; reason: DisconnectReason; detail: string };
+
 export class AgentRegistry {
   private readonly byAgent = new Map<number, Set<AgentConnection>>();
   private readonly waiters = new KeyedWaiters<number, Session>();
   private readonly listeners = new Set<(agentId: number) => void>();
+  private readonly connectivityListeners = new Set<(change: ConnectivityChange) => void>();
 
-  /** Adds a connection (after its handshake); returns the function that removes it. */
-  register(conn: AgentConnection): () => void {
+  /**
+   * Adds a connection (after its handshake); returns the function that removes it, which the
+   * listener calls with why the connection ended (default: error, with no detail).
+   */
+  register(conn: AgentConnection): (reason?: DisconnectReason, detail?: string) => void {
     const id = conn.identity.agentId;
     let set = this.byAgent.get(id);
     if (!set) {
@@ -46,13 +62,30 @@ export class AgentRegistry {
     set.add(conn);
     this.wake(id);
     for (const l of this.listeners) l(id);
-    return () => {
+    this.tell({ kind: 'connected', connection: conn });
+    return (reason = 'error', detail = '') => {
       const s = this.byAgent.get(id);
-      if (!s) return;
-      s.delete(conn);
+      if (!s?.delete(conn)) return;
       if (s.size === 0) this.byAgent.delete(id);
       for (const l of this.listeners) l(id);
+      this.tell({ kind: 'disconnected', connection: conn, reason, detail });
     };
+  }
+
+  /** Called for each connection registered and each one that ended, after the registry changed. */
+  onConnectivity(listener: (change: ConnectivityChange) => void): () => void {
+    this.connectivityListeners.add(listener);
+    return () => this.connectivityListeners.delete(listener);
+  }
+
+  private tell(change: ConnectivityChange): void {
+    for (const l of this.connectivityListeners) {
+      try {
+        l(change);
+      } catch {
+        // A listener's failure must not break the registry.
+      }
+    }
   }
 
   /** Called whenever an agent's set of connections changes. */
