@@ -21,6 +21,7 @@ import { inventoryId as inventoryIdOf } from '../src/agent/gitops/inventory.js';
 import { ProjectRunner } from '../src/agent/gitops/project-runner.js';
 import type { ManifestSettings, ManifestSnapshot } from '../src/agent/gitops/snapshot.js';
 import { startCluster, type Cluster } from './support/cluster.js';
+import { startProcess, type ManagedProcess } from './support/processes.js';
 import { waitFor } from '../test/support/wait.js';
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -474,4 +475,51 @@ describe('the full path: kas reads a Git repository, the leader agentk applies, 
     expect(await gitPush(77)).toBe(204);
     await waitFor(async () => (await configMapValue('greeting')) === 'from the new leader', 'the new leader to apply the push', 60_000);
   }, 120_000);
+
+  test('two agentk processes: the leader is killed (SIGKILL, no release) and the other takes over within the lease duration, then applies', async () => {
+    for (const a of agents.splice(0)) await a.stop();
+    const processes: ManagedProcess[] = [];
+    const start = (podName: string) =>
+      startProcess(
+        podName,
+        process.execPath,
+        [
+          'dist/src/agent/main.js',
+          '--kas-address', `wss://${stack.kas.addresses.agent}/`,
+          '--token-file', join(stack.dir, 'agent1.token'),
+          '--kas-ca-cert-file', join(stack.dir, 'cert.pem'),
+          '--kubeconfig', join(stack.dir, 'kubeconfig.yaml'),
+          '--observability-listen-address', '127.0.0.1:0',
+          '--leader-election-lease-duration', `${leaseTimings.leaseDurationMs}ms`,
+          '--leader-election-renew-deadline', `${leaseTimings.renewDeadlineMs}ms`,
+          '--leader-election-retry-period', `${leaseTimings.retryPeriodMs}ms`,
+        ],
+        { env: { ...process.env, POD_NAME: podName, POD_NAMESPACE: 'default' } },
+      );
+    const holder = async () => ((await getObject('/apis/coordination.k8s.io/v1/namespaces/default/leases/agentk-1'))?.spec as { holderIdentity?: string } | undefined)?.holderIdentity ?? '';
+    try {
+      processes.push(start('agentk-p1'), start('agentk-p2'));
+      await waitFor(async () => ['agentk-p1', 'agentk-p2'].includes(await holder()), 'one of the processes to lead', 60_000, { intervalMs: 100 });
+      const leaderName = await holder();
+      const dead = processes.find((p) => p.name === leaderName)!;
+      const survivor = processes.find((p) => p !== dead)!;
+      // Let the leader apply the current commit, then kill it: it cannot release the lease.
+      repo.commit({ 'cms.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  value: before the kill\n' });
+      expect(await gitPush(77)).toBe(204);
+      await waitFor(async () => (await configMapValue('greeting')) === 'before the kill', 'the process leader to apply', 60_000);
+      const killedAt = Date.now();
+      process.kill(dead.pid, 'SIGKILL');
+      await waitFor(async () => (await holder()) === survivor.name, 'the survivor to take the lease', 60_000, { intervalMs: 50 });
+      const takeover = Date.now() - killedAt;
+      logger.info({ takeover }, 'takeover after SIGKILL');
+      // Within the lease duration after the dead leader's last renewal, plus a retry period; generous for a loaded machine.
+      expect(takeover).toBeLessThan(leaseTimings.leaseDurationMs * 3);
+      expect(takeover).toBeGreaterThanOrEqual(leaseTimings.leaseDurationMs - leaseTimings.retryPeriodMs * 2);
+      repo.commit({ 'cms.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  value: after the kill\n' });
+      expect(await gitPush(77)).toBe(204);
+      await waitFor(async () => (await configMapValue('greeting')) === 'after the kill', 'the survivor to apply the next push', 60_000);
+    } finally {
+      for (const p of processes) await p.stop(2000);
+    }
+  }, 180_000);
 });
