@@ -85,3 +85,28 @@ describe('ProjectRunner', () => {
     expect(applier.calls).toHaveLength(1);
   });
 });
+
+describe('ProjectRunner and unreadable projects', () => {
+  test('a snapshot without a commit is applied (reported) but the reconcile keeps applying the last one with files', async () => {
+    const applier = manualApplier();
+    const runner = new ProjectRunner({ applier, reconcilePeriodMs: 100, logger: pino({ level: 'silent' }), onResult: () => undefined });
+    try {
+      const first = runner.submit(snap('good'));
+      await waitFor(() => applier.calls.length === 1, 'the first apply');
+      applier.calls[0]!.finish();
+      await first;
+      const broken = runner.submit({ ...snap(''), complete: false });
+      await waitFor(() => applier.calls.length === 2, 'the unreadable snapshot');
+      expect(applier.calls[1]!.commit).toBe('');
+      applier.calls[1]!.finish();
+      await broken;
+      await waitFor(() => applier.calls.length === 3, 'the reconcile', 5000);
+      expect(applier.calls[2]!.commit).toBe('good');
+      expect(runner.current!.commit).toBe('good');
+    } finally {
+      const stopping = runner.stop();
+      for (const c of applier.calls) c.finish();
+      await stopping;
+    }
+  });
+});

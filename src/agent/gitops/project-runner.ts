@@ -74,7 +74,9 @@ export class ProjectRunner {
         trigger = 'reconcile';
       }
       if (snapshot && trigger) {
-        this.latest = snapshot;
+        // A project kas could not read at all is reported, but the reconcile goes on applying the
+        // last snapshot that had files (drift keeps being undone while the source is down).
+        if (snapshot.commit !== '' || !this.latest) this.latest = snapshot;
         try {
           const result = await this.o.applier.apply(snapshot, this.abort.signal);
           if (!this.stopped) this.o.onResult(result, trigger);

@@ -94,6 +94,7 @@ export class LeaderElector implements Leadership {
   private running: Promise<void> | null = null;
   private abort = new AbortController();
   private stopped = false;
+  private failing = false;
 
   constructor(options: LeaderElectorOptions) {
     this.o = {
@@ -175,8 +176,11 @@ export class LeaderElector implements Leadership {
         ok = await this.tryAcquireOrRenew();
       } catch (err) {
         if (this.stopped) break;
-        this.o.logger.warn({ err, lease: this.leaseName }, 'leader election: cannot read or write the lease');
+        // Once per outage at warn (missing RBAC would otherwise log every retry period).
+        this.o.logger[this.failing ? 'debug' : 'warn']({ err, lease: `${this.namespace}/${this.leaseName}` }, 'leader election: cannot read or write the lease');
+        this.failing = true;
       }
+      if (ok) this.failing = false;
       if (this.stopped) break;
       if (ok) {
         this.lastRenew = this.now();
