@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import {
   GITOPS_MANIFESTS_STREAM,
@@ -174,5 +175,54 @@ describe('docs/gitops.md', () => {
     const doc = readFileSync(new URL('../../docs/gitops.md', import.meta.url), 'utf8');
     const rows = [...doc.matchAll(/^\|\s*`(MANIFEST_[A-Z_]+)`\s*\|/gm)].map((m) => m[1]);
     expect(rows.sort()).toEqual(Object.keys(MANIFEST_ERROR_CODES).sort());
+  });
+});
+
+describe('gitops_manifests records under random input', () => {
+  const valid = Buffer.concat([
+    encodeSnapshotHeader({ commit: 'c1', settings, settingsDigest: 'd', complete: true, errors: [], files: 2, bytes: 5 }),
+    encodeFileRecord({ path: 'a.yaml', data: Buffer.from('abc') }),
+    encodeFileRecord({ path: 'b/c.json', data: Buffer.from('{}') }),
+    encodeEndRecord('c1'),
+  ]);
+
+  /** Feeds everything; only PROTOCOL_ERROR may come out, and anything handed over is within bounds. */
+  function survive(bytes: Uint8Array, piece: number): void {
+    const decoder = new ManifestRecordDecoder();
+    const assembler = new SnapshotAssembler();
+    try {
+      for (let i = 0; i < bytes.length; i += piece) {
+        for (const r of decoder.push(bytes.subarray(i, i + piece))) {
+          const s = assembler.take(r);
+          if (s) {
+            expect(new Set(s.files.map((f) => f.path)).size).toBe(s.files.length);
+            expect(s.files.every((f) => isSafeManifestPath(f.path))).toBe(true);
+          }
+        }
+      }
+    } catch (err) {
+      if (!(isTunnelError(err) && err.code === 'PROTOCOL_ERROR')) throw err;
+    }
+  }
+
+  test('random bytes', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 2048 }), fc.integer({ min: 1, max: 64 }), (bytes, piece) => survive(bytes, piece)), { numRuns: 500 });
+  });
+
+  test('valid snapshots with bytes flipped, cut or inserted', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.constantFrom('flip', 'cut', 'insert')), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 97 }), (edits, piece) => {
+        let b = Buffer.from(valid);
+        for (const [at, value, kind] of edits) {
+          const i = Math.min(at, b.length - 1);
+          if (kind === 'flip') b[i] = value;
+          else if (kind === 'cut') b = b.subarray(0, i);
+          else b = Buffer.concat([b.subarray(0, i), Buffer.from([value]), b.subarray(i)]);
+          if (b.length === 0) break;
+        }
+        survive(b, piece);
+      }),
+      { numRuns: 1000 },
+    );
   });
 });

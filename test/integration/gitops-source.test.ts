@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { followManifestProject, parseGitopsSection, type ManifestSnapshot } from '../../src/agent/gitops/manifest-client.js';
+import { AGENT_CONFIGURATION } from '../../src/broker/agent-configuration/module.js';
 import { REPLICA_STATE } from '../../src/broker/replicas/service.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { gitlabToKasJwt, startFakeGitLab, type FakeGitLab } from '../support/fake-gitlab.js';
@@ -213,6 +214,34 @@ describe('GitOps manifests, standalone mode (a real Git repository and a folder)
     } finally {
       await f.stop();
       await g.stop();
+    }
+  });
+
+  test('a head kas cannot decode is reset with PROTOCOL_ERROR; the session goes on', async () => {
+    const stream = await stack.agent!.kas.open({ t: 'gitops_manifests', project_id: 5 });
+    stream.resume();
+    const err = await new Promise<Error & { code?: string }>((resolve) => stream.on('error', resolve));
+    expect(err.code).toBe('PROTOCOL_ERROR');
+    expect(stack.kas.registry.connections(1).length).toBeGreaterThan(0);
+  });
+
+  test('new settings resend the same commit; a project removed from the configuration ends its stream', async () => {
+    const f = follow(stack, 'demo/manifests');
+    try {
+      await waitFor(() => f.snapshots.length >= 1, 'the first snapshot');
+      const commit = f.snapshots[0]!.commit;
+      expect(f.snapshots[0]!.settings.prune).toBe(true);
+      const configs = stack.kas.service(AGENT_CONFIGURATION)!;
+      writeFileSync(join(dir, 'configs', 'agent-one', 'config.yaml'), 'gitops:\n  manifest_projects:\n    - id: demo/manifests\n      prune: false\n      paths:\n        - glob: "/manifests/**/*.yaml"\n');
+      configs.pollAgent(1);
+      await waitFor(() => f.snapshots.length >= 2, 'the snapshot with the new settings');
+      expect(f.snapshots[1]).toMatchObject({ commit, settings: { prune: false } });
+      writeFileSync(join(dir, 'configs', 'agent-one', 'config.yaml'), 'gitops:\n  manifest_projects: []\n');
+      configs.pollAgent(1);
+      await waitFor(() => f.logs.text.includes('kas refused to send the manifests of the project'), 'the stream to end and the project to be refused');
+      expect(f.snapshots).toHaveLength(2);
+    } finally {
+      await f.stop();
     }
   });
 });

@@ -153,9 +153,18 @@ async function receive(stream: TunnelStream, projectId: string, state: { commit?
     }
     const decoder = new ManifestRecordDecoder();
     const assembler = new SnapshotAssembler();
+    // Checked before the loop's iterator can end the stream, so kas sees PROTOCOL_ERROR, not CANCELLED.
+    const checked = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        if (isTunnelError(err) && err.code === 'PROTOCOL_ERROR') stream.reset('PROTOCOL_ERROR', err.message.slice(0, 512));
+        throw err;
+      }
+    };
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      for (const record of decoder.push(chunk)) {
-        const done = assembler.take(record);
+      for (const record of checked(() => decoder.push(chunk))) {
+        const done = checked(() => assembler.take(record));
         if (!done) continue;
         const snapshot = toSnapshot(projectId, done);
         logger.info({ projectId, commit: snapshot.commit, files: snapshot.files.length, complete: snapshot.complete, errors: snapshot.errors.length }, 'received a manifest snapshot');
@@ -171,7 +180,9 @@ async function receive(stream: TunnelStream, projectId: string, state: { commit?
         if (signal.aborted) return;
       }
     }
-    if (!decoder.idle || !assembler.idle) throw new TunnelError('PROTOCOL_ERROR', 'invalid gitops_manifests message: the stream ended inside a snapshot');
+    if (!decoder.idle || !assembler.idle) checked(() => {
+      throw new TunnelError('PROTOCOL_ERROR', 'invalid gitops_manifests message: the stream ended inside a snapshot');
+    });
   } finally {
     signal.removeEventListener('abort', onAbort);
   }

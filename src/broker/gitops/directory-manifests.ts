@@ -5,7 +5,7 @@
  * and the SHA-256 of its content), so an unchanged folder is not sent again.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collectFiles, compileGlobs, ManifestFileError, ManifestProblemError, type ListedEntry, type ManifestLimits, type SourceResult, type SourceSnapshot } from './manifest-source.js';
 
@@ -17,6 +17,8 @@ interface DirEntry extends ListedEntry {
 }
 
 async function walk(root: string, prefixes: string[]): Promise<DirEntry[]> {
+  // A missing root is a problem, never an empty project (which would prune everything).
+  if (!(await stat(root)).isDirectory()) throw new Error(`${root} is not a folder`);
   const out: DirEntry[] = [];
   let seen = 0;
   const visit = async (rel: string): Promise<void> => {

@@ -109,8 +109,13 @@ describe('directory source', () => {
     expect(Buffer.from(second.files[0]!.data).toString()).toBe('changed');
   });
 
-  test('a missing folder is a problem of the project', async () => {
-    const err = await new DirectoryManifests(join(root, 'nope')).read(['*.yaml'], undefined).catch((e: unknown) => e);
-    expect((err as ManifestProblemError).code).toBe('MANIFEST_SOURCE_FAILED');
+  test('a missing folder is a problem of the project, never an empty snapshot', async () => {
+    for (const globs of [['*.yaml'], ['manifests/**/*.yaml']]) {
+      const err = await new DirectoryManifests(join(root, 'nope')).read(globs, undefined).catch((e: unknown) => e);
+      expect((err as ManifestProblemError).code).toBe('MANIFEST_SOURCE_FAILED');
+    }
+    // A folder the globs name that does not exist inside it is just no files.
+    mkdirSync(join(root, 'empty'));
+    expect((await new DirectoryManifests(join(root, 'empty')).read(['manifests/*.yaml'], undefined)).snapshot).toMatchObject({ files: [], complete: true });
   });
 });

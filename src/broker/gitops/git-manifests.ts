@@ -126,7 +126,8 @@ export class GitManifests {
         if (code === 0) resolve({ stdout: Buffer.concat(out), stderr: err });
         else {
           const why = signal ? `was stopped (${signal}; timeout ${GIT_TIMEOUT_MS} ms or output over ${max} bytes)` : `exited with ${code}`;
-          reject(new GitCommandError(`git ${args[0]} ${why}: ${err.trim().split('\n').slice(-3).join(' ').slice(0, 500)}`, code, err));
+          const said = err.trim().split('\n').slice(-3).join(' ').replace(/\/\/[^/@\s]+@/g, '//***@').slice(0, 500);
+          reject(new GitCommandError(`git ${args[0]} ${why}: ${said}`, code, ''));
         }
       });
     });
