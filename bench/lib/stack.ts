@@ -134,6 +134,10 @@ export interface KasOptions {
   nodeArgs?: string[];
   nofile?: number;
   name?: string;
+  /** The compiled tree to run kas from (default: this repository's dist/), for A/B runs of two builds. */
+  dist?: string;
+  /** HTTPS on the Kubernetes API proxy too (with the run's certificate): kubectl sends no token over plain HTTP. */
+  proxyTls?: boolean;
 }
 
 /** The keys the current kas knows, from kas.example.yaml (a test keeps it equal to the defaults). */
@@ -154,7 +158,7 @@ export function kasConfigText(o: KasOptions): string {
     agent: {
       listen: agentListen,
       ...(o.tunnel ? { tunnel: o.tunnel } : {}),
-      kubernetes_api: { listen: { address: '127.0.0.1:0' } },
+      kubernetes_api: { listen: { address: '127.0.0.1:0', ...(o.proxyTls ? { certificate_file: o.secrets.certFile, key_file: o.secrets.keyFile } : {}) } },
     },
     observability: { listen: { address: '127.0.0.1:0' }, logging: { level: o.logLevel ?? 'info' } },
     standalone: {
@@ -184,7 +188,7 @@ export interface Kas {
  */
 export async function startKas(logDir: string, o: KasOptions, configFile = join(o.secrets.dir, `kas-${Date.now()}-${Math.random().toString(36).slice(2, 6)}.yaml`), onAgentListening?: () => void): Promise<Kas> {
   writeFileSync(configFile, kasConfigText(o));
-  const proc = startProcess(o.name ?? 'kas', process.execPath, [...(o.nodeArgs ?? []), join(DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
+  const proc = startProcess(o.name ?? 'kas', process.execPath, [...(o.nodeArgs ?? []), join(o.dist ?? DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
   if (onAgentListening) {
     await waitForListeners(proc, ['agent'], 30_000, 10);
     onAgentListening();
@@ -217,12 +221,14 @@ export interface AgentkOptions {
   nodeArgs?: string[];
   netns?: string;
   connections?: number;
+  /** The compiled tree to run agentk from (default: this repository's dist/). */
+  dist?: string;
 }
 
 export async function startAgentk(logDir: string, o: AgentkOptions): Promise<{ proc: Proc; observability: HostPort }> {
   const args = [
     ...(o.nodeArgs ?? []),
-    join(DIST, 'src/agent/main.js'),
+    join(o.dist ?? DIST, 'src/agent/main.js'),
     '--kas-address',
     `${o.tls ? 'wss' : 'ws'}://${o.kasAgent.host}:${o.kasAgent.port}/`,
     '--token-file',

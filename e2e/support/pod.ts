@@ -6,6 +6,7 @@
  * that folder, and the downward-API environment filled in. What it cannot do like a real pod (bind
  * fixed ports in a network namespace of its own, reach the API server in-cluster) the test adjusts.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,6 +45,8 @@ export interface LocalPod {
   /** Folder standing for the container's file system (mounted volumes only). */
   root: string;
   podName: string;
+  /** The UID the downward API's `metadata.uid` gives (made up: no Pod object exists). */
+  podUid: string;
   serviceAccountName: string | undefined;
   /** The program and its arguments, with container paths mapped into `root`. */
   command: string[];
@@ -107,11 +110,13 @@ export async function localPod(cluster: Cluster, namespace: string, name: string
   }
 
   const podName = `${name}-local-0`;
+  const podUid = randomUUID();
   const env: Record<string, string> = {};
   for (const e of container.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value;
     else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.name') env[e.name] = podName;
     else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace') env[e.name] = namespace;
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.uid') env[e.name] = podUid;
     else throw new Error(`env ${e.name} of ${namespace}/${name}: unsupported source ${JSON.stringify(e.valueFrom)}`);
   }
 
@@ -130,6 +135,7 @@ export async function localPod(cluster: Cluster, namespace: string, name: string
   return {
     root,
     podName,
+    podUid,
     serviceAccountName: pod.serviceAccountName,
     command,
     env,

@@ -17,7 +17,7 @@ import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSec
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { GitopsModule } from './gitops/module.js';
-import { SharedInformers } from './informers/informers.js';
+import { SharedInformers, type Informers } from './informers/informers.js';
 import { clusterEventsModule } from './cluster-events/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
@@ -25,10 +25,13 @@ import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { followLogLevel } from './observability/log-level.js';
 import { ObservabilityServer } from './observability/observability-server.js';
+import { createRegistration } from './registration/module.js';
 import type { BackoffOptions } from './tunnel/backoff.js';
 import { KasStreams } from './tunnel/kas-streams.js';
 import { StreamHandlers } from './tunnel/stream-handlers.js';
 import { TunnelPool } from './tunnel/tunnel-pool.js';
+import { WorkloadHealthMetrics } from './workload-health/metrics.js';
+import { WorkloadHealthReporter, type WorkloadHealthOptions } from './workload-health/reporter.js';
 
 export interface AgentOptions {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -47,9 +50,17 @@ export interface AgentOptions {
   observabilityListenAddress?: string | ListenAddress;
   /** The API server to serve requests against: see loadApiServerConfig. */
   apiServer: ApiServerConfig;
-  /** This pod's name and namespace, reported to kas (POD_NAME, POD_NAMESPACE). */
+  /** This pod's name, namespace and UID, reported to kas (POD_NAME, POD_NAMESPACE, POD_UID). */
   podName?: string;
   podNamespace?: string;
+  podUid?: string;
+  /**
+   * Environment variables whose `GITLAB_AGENT_TELEMETRY_*` entries become the extra telemetry of the
+   * registration (others are ignored; default none).
+   */
+  telemetryEnvironment?: NodeJS.ProcessEnv;
+  /** How often agentk registers again with kas on every session, ms (default 5 min). */
+  registrationPeriodMs?: number;
   /** Default: pino JSON on stdout at info. */
   logger?: Logger;
   /** How long in-flight streams may finish when stopping, ms (default 5000). */
@@ -67,6 +78,8 @@ export interface AgentOptions {
   leaderElection?: LeaderElectionOptions;
   /** How often the last applied GitOps manifests are applied again (drift), ms (default 5 min). */
   gitopsReconcilePeriodMs?: number;
+  /** Workload health reports (debounce, caps); `false` turns them off. */
+  workloadHealth?: WorkloadHealthOptions | false;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -82,6 +95,8 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** The informer layer the modules share (stopped when agentk stops). */
+  readonly informers: Informers;
   /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
   readonly kas: KasStreams;
   /** The agent configuration in force, by section (ctx.configuration). */
@@ -98,6 +113,7 @@ interface Shared {
   pool: TunnelPool | null;
   /** agentk's client of its API server: the proxy's requests and the informers' lists and watches. */
   apiClient: ApiServerClient;
+  kubernetesApi: KubernetesApiModule | null;
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
@@ -125,6 +141,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
       name: 'kubernetes_api',
       create: (ctx) => {
         const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, client: shared.apiClient, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        shared.kubernetesApi = module;
         return {
           name: module.name,
           start: async () => {
@@ -136,6 +153,15 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
       },
     },
     { name: 'configuration', create: (ctx) => new AgentConfigurationReceiver({ handlers: ctx.handlers, rootLogger: ctx.rootLogger, logger: ctx.logger, sections }) },
+    {
+      name: 'registration',
+      create: (ctx) =>
+        createRegistration(ctx, async () => {
+          const version = (await shared.kubernetesApi?.refreshVersion()) ?? '';
+          if (version) shared.kubernetesVersion = version;
+          return version;
+        }),
+    },
     {
       name: 'tunnel',
       create: (ctx) => {
@@ -176,6 +202,14 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
         };
       },
     },
+    {
+      name: 'workload_health',
+      create: (ctx) => {
+        const options = ctx.options.workloadHealth;
+        if (options === false) return { name: 'workload_health', start: async () => {}, stop: async () => {} };
+        return new WorkloadHealthReporter({ informers: ctx.informers, kas: ctx.kas, logger: ctx.logger, metrics: new WorkloadHealthMetrics(ctx.metrics.registry) }, options);
+      },
+    },
     // After the tunnel: it stops first, ending its stream to kas before the sessions drain.
     clusterEventsModule(shared.apiClient),
     { name: 'leader_election', create: () => leadership.module() },
@@ -198,7 +232,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   const apiClient = new ApiServerClient(options.apiServer, { logger: logger.child({ module: 'kubernetes_api' }), tokenRefreshMs: options.tokenRefreshMs, metrics });
   // Informers start on a feature's first acquire and are stopped after every module has stopped.
   const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
-  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient, kubernetesApi: null };
   const leader = new AgentLeadership(options, kas, metrics, logger.child({ module: 'leader_election' }));
   const modules = agentkModules(shared, configuration, leader).map((factory) =>
     factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers, leader }),
@@ -223,6 +257,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    informers,
     kas,
     configuration,
     get observabilityAddress() {

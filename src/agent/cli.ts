@@ -49,6 +49,9 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     apiServer,
     podName: env.POD_NAME,
     podNamespace: env.POD_NAMESPACE,
+    podUid: env.POD_UID,
+    telemetryEnvironment: env,
+    workloadHealth: { debounceMs: flags.workloadHealthDebounceMs, maxWaitMs: 5 * flags.workloadHealthDebounceMs },
     leaderElection: {
       leaseName: flags.leaderElectionLeaseName,
       leaseDurationMs: flags.leaderElectionLeaseDurationMs,

@@ -22,7 +22,7 @@ describe('parseFlags', () => {
   test('only --kas-address: every other flag takes its documented default', () => {
     const f = run('--kas-address', 'wss://kas.example.com/');
     expect(f.kasAddress.href).toBe('wss://kas.example.com/');
-    expect(f).toMatchObject({ tokenFile: undefined, kasCaCertFile: undefined, kasHeaders: [], kasConnections: 2, kubeconfig: undefined, context: undefined, logLevel: 'info' });
+    expect(f).toMatchObject({ tokenFile: undefined, kasCaCertFile: undefined, kasHeaders: [], kasConnections: 2, kubeconfig: undefined, context: undefined, logLevel: 'info', workloadHealthDebounceMs: 2000 });
     expect(f.observabilityListenAddress).toEqual({ host: undefined, port: 8080 });
   });
 
@@ -38,6 +38,7 @@ describe('parseFlags', () => {
       '--kubeconfig', '/home/me/.kube/config',
       '--context', 'kind-dev',
       '--log-level', 'debug',
+      '--workload-health-debounce', '500ms',
     );
     expect(f.kasAddress.href).toBe('ws://127.0.0.1:8150/agent');
     expect(f).toMatchObject({
@@ -48,6 +49,7 @@ describe('parseFlags', () => {
       kubeconfig: '/home/me/.kube/config',
       context: 'kind-dev',
       logLevel: 'debug',
+      workloadHealthDebounceMs: 500,
     });
     expect(f.observabilityListenAddress).toEqual({ host: '::1', port: 0 });
   });
@@ -78,6 +80,8 @@ describe('parseFlags', () => {
     [['--kas-address', 'wss://k/', '--observability-listen-address', '8080'], '--observability-listen-address', 'host:port'],
     [['--kas-address', 'wss://k/', '--observability-listen-address', ':70000'], '--observability-listen-address', 'host:port'],
     [['--kas-address', 'wss://k/', '--log-level', 'loud'], '--log-level', 'one of'],
+    [['--kas-address', 'wss://k/', '--workload-health-debounce', '2'], '--workload-health-debounce', 'duration from 100ms to 5m'],
+    [['--kas-address', 'wss://k/', '--workload-health-debounce', '10m'], '--workload-health-debounce', 'duration from 100ms to 5m'],
     [['--kas-address', 'wss://k/', '--token-file', ''], '--token-file', 'must not be empty'],
     [['--kas-address', 'wss://k/', '--kas-address', 'wss://j/'], '--kas-address', 'more than once'],
     [['--kas-address', 'wss://k/', '--kas-adress', 'x'], '--kas-adress', 'unknown flag'],
@@ -119,7 +123,7 @@ describe('readToken', () => {
 describe('helpText', () => {
   test('lists every flag, the environment variables and the exit codes', () => {
     const text = helpText();
-    for (const flag of ['--kas-address', '--token-file', '--kas-ca-cert-file', '--kas-header', '--kas-connections', '--observability-listen-address', '--kubeconfig', '--context', '--log-level', '--help']) {
+    for (const flag of ['--kas-address', '--token-file', '--kas-ca-cert-file', '--kas-header', '--kas-connections', '--observability-listen-address', '--kubeconfig', '--context', '--log-level', '--workload-health-debounce', '--help']) {
       expect(text).toContain(flag);
     }
     for (const word of ['AGENTK_TOKEN', 'KUBECONFIG', 'KUBERNETES_SERVICE_HOST', '.kube/config', 'POD_NAME', 'POD_NAMESPACE', 'Exit codes']) expect(text).toContain(word);

@@ -11,7 +11,7 @@ import type { LevelWithSilent } from 'pino';
 import type { HeaderPair } from '../protocol/http.js';
 import { AgentConfigError } from './config-error.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
-import { parseDuration } from '../shared/duration.js';
+import { formatDuration, parseDuration } from '../shared/duration.js';
 import { validateElectionTimings } from './leader-election/leader-elector.js';
 
 export interface AgentFlags {
@@ -27,6 +27,8 @@ export interface AgentFlags {
   kubeconfig: string | undefined;
   context: string | undefined;
   logLevel: LevelWithSilent;
+  /** Quiet time after a cluster change before the workload health summary is recomputed, ms. */
+  workloadHealthDebounceMs: number;
   /** The leader election Lease's name (default agentk-<agent id>) and timings, ms. */
   leaderElectionLeaseName: string | undefined;
   leaderElectionLeaseDurationMs: number;
@@ -41,6 +43,8 @@ export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags 
 export const DEFAULT_KAS_CONNECTIONS = 2;
 export const MAX_KAS_CONNECTIONS = 64;
 export const DEFAULT_OBSERVABILITY_LISTEN_ADDRESS = ':8080';
+export const DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS = 2000;
+const WORKLOAD_HEALTH_DEBOUNCE_RANGE_MS = [100, 300_000] as const;
 export const DEFAULT_GITOPS_RECONCILE_PERIOD = '5m';
 
 interface FlagSpec {
@@ -60,6 +64,7 @@ const FLAGS: Record<string, FlagSpec> = {
   kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig to reach the API server (default: KUBECONFIG, else in a cluster its service account, else ~/.kube/config)' },
   context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: the kubeconfig\'s current context)' },
   'log-level': { type: 'string', value: 'LEVEL', help: `one of ${LOG_LEVELS.join(', ')} (default info)` },
+  'workload-health-debounce': { type: 'string', value: 'DURATION', help: `quiet time after a cluster change before workload health is reported again (default ${formatDuration(DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS)}; at most 5 times that under continuous change)` },
   'leader-election-lease-name': { type: 'string', value: 'NAME', help: 'Lease that elects the one pod applying GitOps and following Flux (default agentk-<agent id>)' },
   'leader-election-lease-duration': { type: 'string', value: 'DURATION', help: 'how long a lease holds without renewal; a successor takes over after it (default 15s)' },
   'leader-election-renew-deadline': { type: 'string', value: 'DURATION', help: 'a leader that could not renew for this long stops leading (default 10s)' },
@@ -94,6 +99,9 @@ export function helpText(): string {
     '  HOME              outside a cluster, without --kubeconfig or KUBECONFIG: $HOME/.kube/config',
     '  POD_NAME          this pod\'s name, reported to kas',
     '  POD_NAMESPACE     this pod\'s namespace, reported to kas',
+    '  POD_UID           this pod\'s UID, reported to kas when agentk registers',
+    '  GITLAB_AGENT_TELEMETRY_<NAME>',
+    '                    extra telemetry reported to kas as <name> (lowercased; at most 20, values up to 256 characters)',
     '',
     'Exit codes: 0 clean shutdown (SIGTERM, SIGINT), 1 runtime failure, 2 bad flags or configuration.',
     '',
@@ -159,6 +167,13 @@ export function parseFlags(argv: readonly string[]): Command {
     throw new AgentConfigError('--log-level', `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
   }
 
+  const debounceText = one('workload-health-debounce');
+  const workloadHealthDebounceMs = debounceText === undefined ? DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS : parseDuration(debounceText);
+  const [minDebounce, maxDebounce] = WORKLOAD_HEALTH_DEBOUNCE_RANGE_MS;
+  if (workloadHealthDebounceMs === null || workloadHealthDebounceMs < minDebounce || workloadHealthDebounceMs > maxDebounce) {
+    throw new AgentConfigError('--workload-health-debounce', `expected a duration from ${formatDuration(minDebounce)} to ${formatDuration(maxDebounce)} such as "2s", got ${JSON.stringify(debounceText)}`);
+  }
+
   const kubeconfig = one('kubeconfig');
   // --context without --kubeconfig is checked once the kubeconfig is known (KUBECONFIG or
   // ~/.kube/config have contexts; the in-cluster service account has none): loadApiServerConfig.
@@ -201,6 +216,7 @@ export function parseFlags(argv: readonly string[]): Command {
       kubeconfig,
       context,
       logLevel: logLevel as LevelWithSilent,
+      workloadHealthDebounceMs,
     },
   };
 }

@@ -3,6 +3,7 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
+import { agentRegistrationModule } from './agent-registration/module.js';
 import { clusterEventsModule } from './cluster-events/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
@@ -13,6 +14,7 @@ import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
 import { standaloneModule } from './standalone/module.js';
 import { agentListenerModule } from './tunnel/module.js';
+import { workloadHealthModule } from './workload-health/module.js';
 
 export const KAS_MODULES = [
   observabilityModule,
@@ -22,9 +24,11 @@ export const KAS_MODULES = [
   standaloneModule,
   agentListenerModule,
   clusterEventsModule,
+  agentRegistrationModule,
   kubernetesApiModule,
   agentConfigurationModule,
   gitopsModule,
+  workloadHealthModule,
   gitopsStatusModule,
   apiModule,
   usageMetricsModule,

@@ -12,6 +12,17 @@ import { FrameKind, encodeFrame } from './frames.js';
 import { FRAME_OVERHEAD, type SessionTuning } from './limits.js';
 import type { MessageTransport } from './transport.js';
 
+/** A frame in parts (a raw DATA header and its payload's pieces) that go out as one message. */
+export class SplitFrame {
+  constructor(
+    readonly header: Uint8Array,
+    readonly payload: readonly Uint8Array[],
+  ) {}
+}
+
+/** A frame as a source hands it to the writer. */
+export type OutFrame = Uint8Array | SplitFrame;
+
 /** A stream as the writer sees it. Implemented by the stream table's entries. */
 export interface FrameSource {
   /** Owned by the writer: true while the source waits in its ring. */
@@ -22,7 +33,7 @@ export interface FrameSource {
    * Builds the source's next frame, at most `chunkLimit` payload bytes and `maxFrameSize` bytes in
    * all; null when it has nothing after all.
    */
-  nextFrame(chunkLimit: number, maxFrameSize: number): Uint8Array | null;
+  nextFrame(chunkLimit: number, maxFrameSize: number): OutFrame | null;
 }
 
 /** What the writer needs from its session. */
@@ -114,7 +125,12 @@ export class FairWriter {
         const s = this.ring.shift()!;
         s.inRing = false;
         const frame = s.nextFrame(chunkLimit, peerMax);
-        if (frame) t.send(frame);
+        if (frame instanceof SplitFrame) {
+          if (t.sendParts) t.sendParts(frame.header, frame.payload);
+          else t.send(Buffer.concat([frame.header, ...frame.payload]));
+        } else if (frame) {
+          t.send(frame);
+        }
         if (s.hasFrame()) {
           s.inRing = true;
           this.ring.push(s);

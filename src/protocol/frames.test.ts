@@ -4,7 +4,7 @@
  */
 import { Packr } from 'msgpackr';
 import { TunnelError, type TunnelErrorCode } from './errors.js';
-import { FrameKind, MAX_REASON_LENGTH, MAX_UINT31, decodeFrame, encodeFrame, type Frame } from './frames.js';
+import { FrameKind, MAX_REASON_LENGTH, MAX_UINT31, decodeFrame, decodeFrameV2, encodeFrame, encodeRawData, type Frame } from './frames.js';
 
 /** Hex with optional spaces (used to show the msgpack structure) to bytes. */
 function bytes(hex: string): Uint8Array {
@@ -352,5 +352,39 @@ describe('frame refusals: each is a TunnelError with the code the session closes
     expect(err).toBeInstanceOf(TunnelError);
     expect(err.remote).toBe(false);
     expect(err.cause).toBeInstanceOf(Error);
+  });
+});
+
+describe('raw DATA frames (protocol version 2)', () => {
+  test('header layout: marker 0, fin flag, two zero bytes, the id as uint32 big-endian, then the payload as is', () => {
+    const frame = encodeRawData(0x01020304, Buffer.from('hi'), true);
+    expect(frame.toString('hex')).toBe('000100000102030468' + '69');
+    expect(decodeFrameV2(frame)).toEqual({ kind: FrameKind.DATA, id: 0x01020304, data: Buffer.from('hi'), fin: true });
+  });
+
+  test('the payload is a view of the message, not a copy', () => {
+    const frame = encodeRawData(7, Buffer.alloc(1000, 1), false);
+    const decoded = decodeFrameV2(frame) as { data: Uint8Array };
+    expect(decoded.data.buffer).toBe(frame.buffer);
+    expect(decoded.data.byteLength).toBe(1000);
+  });
+
+  test('decodeFrameV2 reads msgpack frames as decodeFrame does', () => {
+    const ping = encodeFrame({ kind: FrameKind.PING, nonce: 5 });
+    expect(decodeFrameV2(ping)).toEqual(decodeFrame(ping));
+  });
+
+  test.each([
+    ['shorter than its header', '00000000000001'],
+    ['id 0', '0000000000000000'],
+    ['id above 2^31-1', '0000000080000000'],
+    ['unknown flag bits', '0002000000000001'],
+    ['nonzero reserved bytes', '0000010000000001'],
+  ])('a raw DATA frame %s is MALFORMED_FRAME', (_name, hex) => {
+    expect(() => decodeFrameV2(Buffer.from(hex, 'hex'))).toThrow(expect.objectContaining({ code: 'MALFORMED_FRAME' }));
+  });
+
+  test('version 1 decoding refuses a raw DATA frame', () => {
+    expect(() => decodeFrame(encodeRawData(1, Buffer.from('x'), false))).toThrow(expect.objectContaining({ code: 'MALFORMED_FRAME' }));
   });
 });

@@ -189,4 +189,48 @@ export function decodeFrame(message: Uint8Array): Frame {
   }
 }
 
+/**
+ * Version 2's DATA frame (docs/protocol.md, "Raw DATA frames"): an 8-byte header and the payload as
+ * is, not re-encoded by msgpack, so a sender can hand the payload to the socket without copying it
+ * into an envelope and a receiver takes it as a view of the message. The first byte, 0x00, is never
+ * the first byte of a msgpack frame (a frame is an array: 0x9X, 0xdc or 0xdd).
+ *
+ *   [0] 0x00 marker, [1] flags (bit 0: fin; the other bits 0), [2..3] 0, [4..7] stream id (uint32 BE)
+ */
+export const RAW_DATA_MARKER = 0x00;
+export const RAW_DATA_HEADER_SIZE = 8;
+
+/** The header of a raw DATA frame; the payload follows it in the same message. */
+export function encodeRawDataHeader(id: number, fin: boolean): Buffer {
+  const h = Buffer.allocUnsafe(RAW_DATA_HEADER_SIZE);
+  h[0] = RAW_DATA_MARKER;
+  h[1] = fin ? 1 : 0;
+  h[2] = 0;
+  h[3] = 0;
+  h.writeUInt32BE(id, 4);
+  return h;
+}
+
+/** A whole raw DATA frame in one buffer (tests, and transports that cannot send it in two parts). */
+export function encodeRawData(id: number, data: Uint8Array, fin: boolean): Buffer {
+  return Buffer.concat([encodeRawDataHeader(id, fin), data]);
+}
+
+function decodeRawData(message: Uint8Array): DataFrame {
+  if (message.byteLength < RAW_DATA_HEADER_SIZE) throw malformed(`a raw DATA frame has at least ${RAW_DATA_HEADER_SIZE} bytes`);
+  const flags = message[1]!;
+  if ((flags & ~1) !== 0 || message[2] !== 0 || message[3] !== 0) throw malformed('raw DATA flags and reserved bytes must be 0 but for the fin bit');
+  const id = ((message[4]! << 24) >>> 0) + (message[5]! << 16) + (message[6]! << 8) + message[7]!;
+  return { kind: FrameKind.DATA, id: streamId(id), data: message.subarray(RAW_DATA_HEADER_SIZE), fin: flags === 1 };
+}
+
+/**
+ * Decodes a message of a session that negotiated version 2: a raw DATA frame, or any msgpack frame
+ * as `decodeFrame` reads it. (Version 1 sessions use `decodeFrame`, which refuses raw frames.)
+ */
+export function decodeFrameV2(message: Uint8Array): Frame {
+  if (message.byteLength > 0 && message[0] === RAW_DATA_MARKER) return decodeRawData(message);
+  return decodeFrame(message);
+}
+
 export { EMPTY as EMPTY_BYTES };

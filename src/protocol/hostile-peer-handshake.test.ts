@@ -3,9 +3,9 @@
  * drives the far end by hand). Every mistake must end in a coded close, never a crash or a hang.
  */
 import { CLOSE_CODE_BASE, TunnelError, wireOf } from './errors.js';
-import { FrameKind, type Frame, type Head } from './frames.js';
+import { FrameKind, encodeRawData, type Frame, type Head } from './frames.js';
 import { DEFAULT_LIMITS } from './limits.js';
-import { PROTOCOL_VERSION, type SessionOptions } from './session.js';
+import { MAX_PROTOCOL_VERSION, PROTOCOL_VERSION, type SessionOptions } from './session.js';
 import { closeHarnesses, expectSessionClosedWith, handshakeBody, setup, type Harness } from './testing/hostile-peer-harness.js';
 
 afterEach(closeHarnesses);
@@ -17,6 +17,30 @@ describe('handshake: a server session facing a bad HELLO', () => {
     await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
     expect(CLOSE_CODE_BASE + wireOf('UNSUPPORTED_VERSION')).toBe(4002);
     await expect(h.session.ready).rejects.toMatchObject({ code: 'UNSUPPORTED_VERSION' });
+  });
+
+  test('a HELLO with a vmax that is not an integer closes the session with PROTOCOL_ERROR', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: { ...handshakeBody(), vmax: 'two' } });
+    await expectSessionClosedWith(h, 'PROTOCOL_ERROR');
+  });
+
+  test('a version 1 HELLO gets version 1: a raw DATA frame afterwards is a MALFORMED_FRAME', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: handshakeBody() });
+    await h.peer.frame((f) => f.kind === FrameKind.WELCOME && f.body.v === 1, 'a version 1 WELCOME');
+    h.peer.sendRaw(encodeRawData(1, Buffer.from('hi'), false));
+    await expectSessionClosedWith(h, 'MALFORMED_FRAME');
+  });
+
+  test('a HELLO offering vmax above ours gets our highest version; a raw DATA frame with stray flags is then a MALFORMED_FRAME', async () => {
+    const h = setup('server');
+    h.peer.send({ kind: FrameKind.HELLO, body: { ...handshakeBody(), vmax: 7 } });
+    await h.peer.frame((f) => f.kind === FrameKind.WELCOME && f.body.v === MAX_PROTOCOL_VERSION, 'a WELCOME choosing our highest version');
+    const bad = encodeRawData(1, Buffer.from('hi'), false);
+    bad[1] = 0x02;
+    h.peer.sendRaw(bad);
+    await expectSessionClosedWith(h, 'MALFORMED_FRAME');
   });
 
   test('a HELLO without a version closes the session with UNSUPPORTED_VERSION', async () => {
@@ -106,7 +130,15 @@ describe('handshake: a client session facing a bad WELCOME', () => {
 
   test('the client sends HELLO with the protocol version and its limits first', async () => {
     const h = await clientAwaitingWelcome({ hello: { agentVersion: '9.9.9' }, limits: { maxStreams: 5 } });
-    expect(h.peer.frames[0]).toEqual({ kind: FrameKind.HELLO, body: { agentVersion: '9.9.9', v: PROTOCOL_VERSION, limits: { ...DEFAULT_LIMITS, maxStreams: 5 } } });
+    expect(h.peer.frames[0]).toEqual({ kind: FrameKind.HELLO, body: { agentVersion: '9.9.9', v: PROTOCOL_VERSION, vmax: MAX_PROTOCOL_VERSION, limits: { ...DEFAULT_LIMITS, maxStreams: 5 } } });
+  });
+
+  test('a WELCOME choosing a version above what the HELLO offered closes the session with UNSUPPORTED_VERSION', async () => {
+    const h = await clientAwaitingWelcome({ maxVersion: 1 });
+    expect(h.peer.frames[0]).toMatchObject({ kind: FrameKind.HELLO, body: { v: 1 } });
+    expect((h.peer.frames[0] as { body: Record<string, unknown> }).body.vmax).toBeUndefined();
+    h.peer.send({ kind: FrameKind.WELCOME, body: { ...handshakeBody(), v: 2 } });
+    await expectSessionClosedWith(h, 'UNSUPPORTED_VERSION');
   });
 
   test('a WELCOME with another protocol version closes the session with UNSUPPORTED_VERSION (close code 4002)', async () => {

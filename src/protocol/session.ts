@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { CLOSE_CODE_BASE, CLOSE_NORMAL, TunnelError, codeFromCloseCode, codeFromWire, wireOf, type TunnelErrorCode } from './errors.js';
 import { FairWriter } from './fair-writer.js';
-import { FrameKind, decodeFrame, encodeFrame, type Frame, type Head } from './frames.js';
+import { FrameKind, decodeFrame, decodeFrameV2, encodeFrame, type Frame, type Head } from './frames.js';
 import { BufferBudget } from './flow.js';
 import { Keepalive } from './keepalive.js';
 import { DEFAULT_LIMITS, DEFAULT_TUNING, checkLimits, type SessionLimits, type SessionTuning } from './limits.js';
@@ -24,7 +24,13 @@ import type { MessageTransport } from './transport.js';
 
 export type { SessionState } from './session-states.js';
 
+/**
+ * The base protocol version: what every HELLO's `v` says, and what every side speaks. Later versions
+ * are offered in HELLO's `vmax` and chosen in WELCOME's `v` (docs/protocol.md, "Versions").
+ */
 export const PROTOCOL_VERSION = 1;
+/** The highest protocol version this code speaks. Version 2: raw DATA frames. */
+export const MAX_PROTOCOL_VERSION = 2;
 
 export type SessionRole = 'client' | 'server';
 
@@ -46,6 +52,11 @@ export interface SessionOptions {
   acceptHello?: (hello: Head) => TunnelError | null;
   /** Clock, for tests. */
   now?: () => number;
+  /**
+   * The highest protocol version this side offers (client) or accepts (server), 1 to
+   * MAX_PROTOCOL_VERSION (the default). 1 behaves exactly as code that knows only version 1.
+   */
+  maxVersion?: number;
 }
 
 export interface GoawayInfo {
@@ -80,6 +91,9 @@ export class Session extends EventEmitter<SessionEvents> {
   closeError: TunnelError | null = null;
   /** Resolves with the peer's handshake body; rejects if the session closes first. */
   readonly ready: Promise<Head>;
+  /** The protocol version the handshake chose (1 until then). */
+  version = PROTOCOL_VERSION;
+  private readonly maxVersion: number;
 
   private stateValue: SessionState = 'handshaking';
   private readonly transport: MessageTransport;
@@ -103,6 +117,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.tuning = { ...DEFAULT_TUNING, ...options.tuning };
     const bad = checkLimits(this.limits);
     if (bad) throw new TunnelError('PROTOCOL_ERROR', `invalid session limit ${bad}`);
+    this.maxVersion = options.maxVersion ?? MAX_PROTOCOL_VERSION;
+    if (!Number.isInteger(this.maxVersion) || this.maxVersion < PROTOCOL_VERSION || this.maxVersion > MAX_PROTOCOL_VERSION) {
+      throw new TunnelError('PROTOCOL_ERROR', `invalid session maxVersion ${this.maxVersion}`);
+    }
     this.transport = transport;
     const now = options.now ?? (() => performance.now());
     this.budget = new BufferBudget(this.tuning.maxSessionBuffer, options.processBudget ?? null);
@@ -145,7 +163,11 @@ export class Session extends EventEmitter<SessionEvents> {
       closed: (code, reason) => this.onTransportClosed(code, reason),
     });
     if (this.role === 'client') {
-      this.writer.sendControl(encodeFrame({ kind: FrameKind.HELLO, body: { ...options.hello, v: PROTOCOL_VERSION, limits: { ...this.limits } } }));
+      // `v` stays the base version (a kas that knows only version 1 checks it); `vmax` offers more.
+      const body: Head = { ...options.hello, v: PROTOCOL_VERSION, limits: { ...this.limits } };
+      if (this.maxVersion > PROTOCOL_VERSION) body.vmax = this.maxVersion;
+      else delete body.vmax;
+      this.writer.sendControl(encodeFrame({ kind: FrameKind.HELLO, body }));
     }
   }
 
@@ -284,7 +306,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     let frame: Frame;
     try {
-      frame = decodeFrame(data);
+      frame = this.version >= 2 ? decodeFrameV2(data) : decodeFrame(data);
     } catch (err) {
       this.fail(err instanceof TunnelError ? err : new TunnelError('MALFORMED_FRAME', 'undecodable frame', { cause: err }));
       return;
@@ -322,14 +344,16 @@ export class Session extends EventEmitter<SessionEvents> {
     const expected = this.role === 'server' ? FrameKind.HELLO : FrameKind.WELCOME;
     if (frame.kind !== expected) throw new TunnelError('PROTOCOL_ERROR', `the first frame must be ${this.role === 'server' ? 'HELLO' : 'WELCOME'}`);
     const body = frame.body;
-    if (body.v !== PROTOCOL_VERSION) throw new TunnelError('UNSUPPORTED_VERSION', `protocol version ${JSON.stringify(body.v)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
+    const version = this.role === 'server' ? this.versionOfHello(body) : this.versionOfWelcome(body);
     const peerLimits = parseLimits(body.limits);
     if (!peerLimits) throw new TunnelError('PROTOCOL_ERROR', 'handshake limits are missing or out of range');
     if (this.role === 'server') {
       const refusal = this.options.acceptHello?.(body) ?? null;
       if (refusal) throw refusal;
-      this.writer.sendControl(encodeFrame({ kind: FrameKind.WELCOME, body: { ...this.options.welcome, v: PROTOCOL_VERSION, limits: { ...this.limits } } }));
+      this.writer.sendControl(encodeFrame({ kind: FrameKind.WELCOME, body: { ...this.options.welcome, v: version, limits: { ...this.limits } } }));
     }
+    this.version = version;
+    this.table.rawData = version >= 2;
     this.peerLimits = peerLimits;
     this.peerInfo = body;
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
@@ -340,6 +364,24 @@ export class Session extends EventEmitter<SessionEvents> {
     this.resolveReady(body);
     this.emit('ready', body);
     this.table.activatePending();
+  }
+
+  /** Server: HELLO's `v` must be the base version; the version chosen is the least of `vmax` and ours. */
+  private versionOfHello(body: Head): number {
+    if (body.v !== PROTOCOL_VERSION) throw new TunnelError('UNSUPPORTED_VERSION', `protocol version ${JSON.stringify(body.v)} is not supported (this side speaks ${PROTOCOL_VERSION} to ${this.maxVersion}; higher versions are offered in vmax)`);
+    const offered = body.vmax;
+    if (offered === undefined) return PROTOCOL_VERSION;
+    if (typeof offered !== 'number' || !Number.isInteger(offered) || offered < PROTOCOL_VERSION) throw new TunnelError('PROTOCOL_ERROR', 'handshake vmax must be an integer of at least 1');
+    return Math.min(offered, this.maxVersion);
+  }
+
+  /** Client: WELCOME's `v` is the version the server chose, at most what HELLO offered. */
+  private versionOfWelcome(body: Head): number {
+    const v = body.v;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < PROTOCOL_VERSION || v > this.maxVersion) {
+      throw new TunnelError('UNSUPPORTED_VERSION', `protocol version ${JSON.stringify(v)} is not supported (this side speaks ${PROTOCOL_VERSION} to ${this.maxVersion})`);
+    }
+    return v;
   }
 
   private onGoaway(wire: number, message: string, lastStreamId: number, graceMs: number): void {

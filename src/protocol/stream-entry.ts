@@ -10,8 +10,8 @@
  * table before they reach an entry.
  */
 import { TunnelError, type TunnelErrorCode } from './errors.js';
-import type { FrameSource, WriteCallback } from './fair-writer.js';
-import { FrameKind, encodeFrame, type Head } from './frames.js';
+import { SplitFrame, type FrameSource, type OutFrame, type WriteCallback } from './fair-writer.js';
+import { FrameKind, encodeFrame, encodeRawDataHeader, type Head } from './frames.js';
 import { ReceiveWindow } from './flow.js';
 import { FRAME_OVERHEAD } from './limits.js';
 import { RECV_MACHINE, RecvEvent, RecvState, SEND_MACHINE, SendEvent, SendState, advance } from './stream-states.js';
@@ -267,7 +267,7 @@ export class StreamEntry implements StreamCore, FrameSource {
   }
 
   /** The next frame: the head (with what data fits), or one chunk, or a bare END. */
-  nextFrame(chunkLimit: number, maxFrameSize: number): Uint8Array | null {
+  nextFrame(chunkLimit: number, maxFrameSize: number): OutFrame | null {
     if (this.retired) return null;
     if (this.outHead !== null) {
       const head = this.outHead;
@@ -280,16 +280,21 @@ export class StreamEntry implements StreamCore, FrameSource {
       return encodeFrame({ kind: this.local ? FrameKind.OPEN : FrameKind.REPLY, id: this.id, head, data, fin });
     }
     if (this.outBytes > 0) {
-      const data = this.takeOut(Math.min(chunkLimit, this.sendCredit));
+      // Version 2: the payload goes out as is, in the pieces it was written in, behind a small
+      // header (no msgpack copy, no concatenation).
+      const raw = this.table.rawData;
+      const data = raw ? this.takePieces(Math.min(chunkLimit, this.sendCredit)) : this.takeOut(Math.min(chunkLimit, this.sendCredit));
       if (!data) return null;
       const fin = this.finQueued && this.outBytes === 0;
       this.send = advance(SEND_MACHINE, this.send, fin ? SendEvent.End : SendEvent.Data, this.id);
       if (fin) this.ended();
-      return encodeFrame({ kind: FrameKind.DATA, id: this.id, data, fin });
+      if (raw) return new SplitFrame(encodeRawDataHeader(this.id, fin), data as Buffer[]);
+      return encodeFrame({ kind: FrameKind.DATA, id: this.id, data: data as Buffer, fin });
     }
     if (this.finQueued && this.send !== SendState.Ended) {
       this.send = advance(SEND_MACHINE, this.send, SendEvent.End, this.id);
       this.ended();
+      if (this.table.rawData) return encodeRawDataHeader(this.id, true);
       return encodeFrame({ kind: FrameKind.DATA, id: this.id, data: new Uint8Array(0), fin: true });
     }
     return null;
@@ -307,6 +312,13 @@ export class StreamEntry implements StreamCore, FrameSource {
 
   /** Takes up to n bytes from the queue (concatenating small writes), spending credit. */
   private takeOut(n: number): Buffer | null {
+    const pieces = this.takePieces(n);
+    if (!pieces) return null;
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
+
+  /** Takes up to n bytes from the queue as the pieces they were written in, spending credit. */
+  private takePieces(n: number): Buffer[] | null {
     if (n <= 0 || this.outBytes === 0) return null;
     const pieces: Buffer[] = [];
     let taken = 0;
@@ -326,6 +338,6 @@ export class StreamEntry implements StreamCore, FrameSource {
     }
     this.outBytes -= taken;
     this.sendCredit -= taken;
-    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, taken);
+    return pieces;
   }
 }

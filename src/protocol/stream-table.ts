@@ -57,6 +57,8 @@ export class StreamTable {
   readonly writer: FairWriter;
   readonly now: () => number;
   readonly host: StreamTableHost;
+  /** DATA frames go out raw (protocol version 2, set by the session once negotiated). */
+  rawData = false;
   private readonly clientSide: boolean;
   private readonly byId = new Map<number, StreamEntry>();
   private readonly pendingOpens: StreamEntry[] = [];

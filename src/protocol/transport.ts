@@ -17,6 +17,12 @@ export interface MessageTransport {
   start(handlers: TransportHandlers): void;
   /** Queues one message. Never throws for a closed transport; the message is dropped. */
   send(data: Uint8Array): void;
+  /**
+   * Optional: queues one message made of `header` followed by the pieces of `payload`, without the
+   * caller concatenating them (a WebSocket transport writes them with at most one copy). Same rules
+   * as `send`.
+   */
+  sendParts?(header: Uint8Array, payload: readonly Uint8Array[]): void;
   /** Bytes queued and not yet handed to the network. */
   readonly bufferedAmount: number;
   /**

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { Session } from '../protocol/session.js';
@@ -13,7 +13,8 @@ beforeAll(async () => {
   cert = await generateSelfSignedCertificate();
 });
 
-function wsPair(tls: boolean) {
+/** `direct`: the transports get the raw sockets, so raw DATA frames are framed and masked by WsTransport itself. */
+function wsPair(tls: boolean, direct = false) {
   return async (options: PairOptions = {}) => {
     const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * 1024 * 1024, perMessageDeflate: false });
     const server = tls ? https.createServer({ cert: cert.cert, key: cert.key }) : http.createServer();
@@ -21,7 +22,7 @@ function wsPair(tls: boolean) {
     const accepted = new Promise<void>((resolve) => {
       server.on('upgrade', (req, socket: Duplex, head) => {
         wss.handleUpgrade(req, socket, head, (ws) => {
-          serverSession = new Session(new WsTransport(ws), { role: 'server', ...options.server });
+          serverSession = new Session(new WsTransport(ws, direct ? { socket: socket as Socket } : {}), { role: 'server', ...options.server });
           resolve();
         });
       });
@@ -29,11 +30,15 @@ function wsPair(tls: boolean) {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
     const ws = new WebSocket(`${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`, { perMessageDeflate: false, maxPayload: 2 * 1024 * 1024, ca: tls ? cert.cert : undefined });
+    let clientSocket: Socket | undefined;
+    ws.once('upgrade', (res) => {
+      clientSocket = res.socket as Socket;
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
-    const client = new Session(new WsTransport(ws), { role: 'client', ...options.client });
+    const client = new Session(new WsTransport(ws, direct ? { socket: clientSocket } : {}), { role: 'client', ...options.client });
     await accepted;
     return {
       client,
@@ -51,3 +56,5 @@ function wsPair(tls: boolean) {
 
 runSessionSuite('a real ws connection on loopback', wsPair(false));
 runSessionSuite('a real wss (TLS) connection on loopback', wsPair(true));
+runSessionSuite('a real ws connection whose transports write raw DATA frames to the socket themselves', wsPair(false, true));
+runSessionSuite('a real wss connection whose transports write raw DATA frames to the socket themselves', wsPair(true, true));

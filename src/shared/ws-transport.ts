@@ -6,6 +6,8 @@
  * mark calls `drain`, so the writer can never be left waiting with nothing armed to wake it.
  * The programs get theirs from tunnel-websocket.ts, which sets the socket up the same way for all.
  */
+import { randomFillSync } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
@@ -17,8 +19,73 @@ const CLOSE_LINGER_MS = 5000;
 export interface WsTransportOptions {
   /** Queued bytes above which the transport reports backpressure. */
   highWater?: number;
-  /** The raw socket under the WebSocket, for corking the frames of one writer turn into one write. */
+  /**
+   * The raw socket under the WebSocket, for corking the frames of one writer turn into one write,
+   * and for writing two-part messages (raw DATA frames) without ws's copies.
+   */
   socket?: Socket;
+  /** Frames this side sends are masked (the client side, RFC 6455 5.3). Default: true for a WebSocket that dialled (has a url). */
+  mask?: boolean;
+}
+
+type MaskFn = (source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number) => void;
+
+/** XORs `source` with the 4-byte `mask` into `output` at `offset`: bufferutil's native loop when it loads (as ws does). */
+const maskInto: MaskFn = (() => {
+  try {
+    const lib = createRequire(import.meta.url)('bufferutil') as { mask: MaskFn };
+    return (source, mask, output, offset, length) => {
+      if (length < 32) jsMask(source, mask, output, offset, length);
+      else lib.mask(source, mask, output, offset, length);
+    };
+  } catch {
+    return jsMask;
+  }
+})();
+
+function jsMask(source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number): void {
+  for (let i = 0; i < length; i++) output[offset + i] = source[i]! ^ mask[i & 3]!;
+}
+
+/** Masking keys come from a pool of random bytes, refilled from the CSPRNG (as ws does). */
+const MASK_POOL_SIZE = 8 * 1024;
+let maskPool: Buffer | null = null;
+let maskPoolAt = MASK_POOL_SIZE;
+
+function nextMaskKey(out: Buffer, at: number): void {
+  if (maskPoolAt === MASK_POOL_SIZE) {
+    maskPool ??= Buffer.alloc(MASK_POOL_SIZE);
+    randomFillSync(maskPool, 0, MASK_POOL_SIZE);
+    maskPoolAt = 0;
+  }
+  maskPool!.copy(out, at, maskPoolAt, maskPoolAt + 4);
+  maskPoolAt += 4;
+}
+
+/**
+ * Writes a WebSocket frame header (FIN, binary opcode, payload length, mask bit) for a payload of
+ * `length` bytes into `out`; returns the offset where the masking key (if masked) or the payload starts.
+ */
+function writeFrameHeader(out: Buffer, length: number, masked: boolean): number {
+  out[0] = 0x82;
+  const maskBit = masked ? 0x80 : 0;
+  if (length < 126) {
+    out[1] = maskBit | length;
+    return 2;
+  }
+  if (length < 65536) {
+    out[1] = maskBit | 126;
+    out.writeUInt16BE(length, 2);
+    return 4;
+  }
+  out[1] = maskBit | 127;
+  out.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
+  out.writeUInt32BE(length >>> 0, 6);
+  return 10;
+}
+
+function frameHeaderSize(length: number): number {
+  return length < 126 ? 2 : length < 65536 ? 4 : 10;
 }
 
 function toBytes(data: RawData): Uint8Array {
@@ -31,6 +98,7 @@ export class WsTransport implements MessageTransport {
   private readonly ws: WebSocket;
   private readonly highWater: number;
   private readonly socket: Socket | null;
+  private readonly mask: boolean;
   private handlers: TransportHandlers | null = null;
   private early: Uint8Array[] = [];
   private armed = false;
@@ -41,6 +109,7 @@ export class WsTransport implements MessageTransport {
     this.ws = ws;
     this.highWater = options.highWater ?? 1024 * 1024;
     this.socket = options.socket ?? null;
+    this.mask = options.mask ?? Boolean(ws.url);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
@@ -78,6 +147,56 @@ export class WsTransport implements MessageTransport {
   send(data: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(data, { binary: true, compress: false }, this.sent);
+  }
+
+  /**
+   * One message of `header` + `payload`, framed here and written straight to the socket: a server
+   * (unmasked) writes the frame header and our header in one small buffer and the payload as it is
+   * (no copy); a client writes one buffer with the payload masked into it (one copy, where ws.send
+   * would have needed the caller's concatenation and then its own masked copy). ws itself writes
+   * every frame synchronously to the same socket, and with compression off never queues one, so
+   * frames written here and by ws.send keep their order; what is written here counts in
+   * `bufferedAmount` (ws reads the socket's queue). Without the socket, ws.send of the concatenation.
+   */
+  sendParts(header: Uint8Array, payload: readonly Uint8Array[]): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    const socket = this.socket;
+    let length = header.byteLength;
+    for (const piece of payload) length += piece.byteLength;
+    if (!socket) {
+      this.ws.send(Buffer.concat([header, ...payload], length), { binary: true, compress: false }, this.sent);
+      return;
+    }
+    const headSize = frameHeaderSize(length);
+    if (this.mask) {
+      const out = Buffer.allocUnsafe(headSize + 4 + length);
+      const keyAt = writeFrameHeader(out, length, true);
+      nextMaskKey(out, keyAt);
+      const key = out.subarray(keyAt, keyAt + 4);
+      const start = keyAt + 4;
+      let at = start;
+      for (const part of [header, ...payload]) {
+        // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
+        const shift = (at - start) & 3;
+        const k = shift === 0 ? key : Buffer.from([key[shift & 3]!, key[(shift + 1) & 3]!, key[(shift + 2) & 3]!, key[(shift + 3) & 3]!]);
+        maskInto(part, k, out, at, part.byteLength);
+        at += part.byteLength;
+      }
+      socket.write(out, this.sent);
+      return;
+    }
+    const out = Buffer.allocUnsafe(headSize + header.byteLength);
+    const start = writeFrameHeader(out, length, false);
+    out.set(header, start);
+    socket.cork();
+    if (payload.length === 0) {
+      socket.write(out, this.sent);
+    } else {
+      socket.write(out);
+      for (let i = 0; i < payload.length - 1; i++) socket.write(payload[i]!);
+      socket.write(payload[payload.length - 1]!, this.sent);
+    }
+    socket.uncork();
   }
 
   private readonly sent = (): void => {

@@ -285,7 +285,7 @@ describe('kas in GitLab mode', () => {
       expect(byAgent.body.agents.map((a) => a.agent_id)).toEqual([1]);
       expect(byAgent.body.agents[0]!.project_id).toBe(PROJECT);
       expect(byAgent.body.agents[0]!.connections).toHaveLength(2);
-      expect(Object.keys(byAgent.body.agents[0]!.connections[0]!.agent_meta).sort()).toEqual(['commit', 'kubernetes_version', 'pod_name', 'pod_namespace', 'version']);
+      expect(Object.keys(byAgent.body.agents[0]!.connections[0]!.agent_meta).sort()).toEqual(['architecture', 'commit', 'extra_telemetry', 'kubernetes_version', 'pod_name', 'pod_namespace', 'pod_uid', 'registered_at', 'version']);
       const byProject = (await api(`/api/v1/connected_agents?project_id=${PROJECT}`)) as { body: { agents: Array<{ agent_id: number }> } };
       expect(byProject.body.agents.map((a) => a.agent_id)).toEqual([1]);
       expect((await api('/api/v1/connected_agents?agent_id=x')).status).toBe(400);

@@ -177,6 +177,7 @@ describe('the kas JWT on /internal/kubernetes/*', () => {
     ['POST', '/api/v4/internal/kubernetes/authorize_proxy_user'],
     ['POST', '/api/v4/internal/kubernetes/agent_configuration'],
     ['POST', '/api/v4/internal/kubernetes/usage_metrics'],
+    ['POST', '/api/v4/internal/kubernetes/agent_events'],
     ['GET', '/api/v4/internal/kubernetes/project_info?id=100'],
     ['GET', '/api/v4/internal/kubernetes/verify_project_access?id=100'],
   ])('%s %s requires it too', async (method, path) => {
@@ -396,6 +397,42 @@ describe('POST /internal/kubernetes/agent_configuration', () => {
     expectError(await post({ agent_id: 1 }), 400, '400 Bad request - agent_config is missing');
     expectError(await post({ agent_id: 1, agent_config: 5 }), 400, '400 Bad request - agent_config is invalid');
     expect(gl.agentConfigurations).toHaveLength(before);
+  });
+});
+
+describe('POST /internal/kubernetes/agent_events', () => {
+  const post = (body: unknown) => request('POST', '/api/v4/internal/kubernetes/agent_events', { body });
+  const registration = { project_id: 100, agent_id: 1, agent_version: '1.2.3', architecture: 'amd64', kubernetes_version: 'v1.20.2', extra_telemetry: { installation_method: 'helm' } };
+
+  test('is answered 204 and recorded, with ids as integers or digit strings', async () => {
+    const before = gl.agentEvents.length;
+    const body = {
+      events: {
+        register_agent_at_kas: [registration, { ...registration, agent_id: '2', project_id: '100', extra_telemetry: undefined }],
+        k8s_api_proxy_requests_unique_users_via_ci_access: [{ user_id: 10, project_id: 43 }],
+        k8s_api_proxy_requests_unique_users_via_user_access: [{ user_id: '11', project_id: 100 }],
+        k8s_api_proxy_requests_unique_users_via_pat_access: [],
+      },
+    };
+    expect((await post(body)).status).toBe(204);
+    expect(gl.agentEvents.slice(before)).toEqual([JSON.parse(JSON.stringify(body))]);
+  });
+
+  test.each([
+    ['no events', {}, 'events is missing or not an object'],
+    ['an unknown parameter', { events: {}, counters: {} }, 'unknown parameter counters'],
+    ['an unknown event', { events: { k8s_api_proxy_requests_unique_users_via_job_access: [] } }, 'events[k8s_api_proxy_requests_unique_users_via_job_access] is not an event GitLab knows'],
+    ['entries not in a list', { events: { register_agent_at_kas: registration } }, 'events[register_agent_at_kas] is not an array'],
+    ['a registration without its architecture', { events: { register_agent_at_kas: [{ ...registration, architecture: undefined }] } }, 'events[register_agent_at_kas][0].architecture is missing'],
+    ['a registration with a field GitLab does not take', { events: { register_agent_at_kas: [{ ...registration, pod_uid: 'x' }] } }, 'events[register_agent_at_kas][0].pod_uid is not a parameter'],
+    ['a registration with a number as version', { events: { register_agent_at_kas: [{ ...registration, kubernetes_version: 1.2 }] } }, 'events[register_agent_at_kas][0].kubernetes_version is invalid'],
+    ['telemetry values that are not strings', { events: { register_agent_at_kas: [{ ...registration, extra_telemetry: { n: 1 } }] } }, 'events[register_agent_at_kas][0].extra_telemetry is invalid'],
+    ['a user event without a project', { events: { k8s_api_proxy_requests_unique_users_via_pat_access: [{ user_id: 1 }] } }, 'events[k8s_api_proxy_requests_unique_users_via_pat_access][0].project_id is missing'],
+    ['a user id that is not an integer', { events: { k8s_api_proxy_requests_unique_users_via_ci_access: [{ user_id: 'bob', project_id: 1 }] } }, 'events[k8s_api_proxy_requests_unique_users_via_ci_access][0].user_id is invalid'],
+  ])('%s is 400', async (_name, body, reason) => {
+    const before = gl.agentEvents.length;
+    expectError(await post(body), 400, `400 Bad request - ${reason}`);
+    expect(gl.agentEvents).toHaveLength(before);
   });
 });
 

@@ -10,7 +10,8 @@
  *   401 `{"message":"KAS JWT authentication invalid"}`):
  *   `GET agent_info` (+ `Authorization: Bearer <agent token>`), `GET project_info?id=`,
  *   `GET verify_project_access?id=` (204, as GitLab), `POST authorize_proxy_user`,
- *   `POST agent_configuration` (204), `POST usage_metrics` (204).
+ *   `POST agent_configuration` (204), `POST usage_metrics` (204), `POST agent_events` (204; the
+ *   event names and entry shapes of GitLab's kas, checked strictly: anything else is 400).
  * - `GET /job/allowed_agents` with `Job-Token` (no JWT).
  * - Repositories, with the repository token (`PRIVATE-TOKEN: <t>` or `Authorization: Bearer <t>`):
  *   `GET|HEAD /projects/:id/repository/files/:path/raw?ref=` (ref optional: the default branch),
@@ -275,6 +276,16 @@ export interface FakeCiJob {
   allowedAgents: Array<{ id: number; configProjectId: number; configuration: { default_namespace?: string; access_as?: unknown; [key: string]: unknown } }>;
 }
 
+/** A `POST agent_events` body as GitLab accepts it. */
+export interface AgentEventsPost {
+  events: {
+    register_agent_at_kas?: Array<{ project_id: number | string; agent_id: number | string; agent_version: string; architecture: string; kubernetes_version: string; extra_telemetry?: Record<string, string> }>;
+    k8s_api_proxy_requests_unique_users_via_ci_access?: Array<{ user_id: number | string; project_id: number | string }>;
+    k8s_api_proxy_requests_unique_users_via_user_access?: Array<{ user_id: number | string; project_id: number | string }>;
+    k8s_api_proxy_requests_unique_users_via_pat_access?: Array<{ user_id: number | string; project_id: number | string }>;
+  };
+}
+
 /** Which calls a `failNext`/`delayNext` rule applies to: a path without the `/api/v4` prefix (exact, as sent, query excluded), or a RegExp tested on it. */
 export type PathMatcher = string | RegExp;
 
@@ -329,6 +340,8 @@ export interface FakeGitLab {
   readonly agentConfigurations: Array<{ agent_id: unknown; agent_config: unknown }>;
   /** Bodies of valid `POST usage_metrics` calls (answered 204), in order. */
   readonly usageMetrics: unknown[];
+  /** Bodies of valid `POST agent_events` calls (answered 204), in order. */
+  readonly agentEvents: AgentEventsPost[];
   /** Calls matching `path` (see {@link PathMatcher}) answered so far. */
   callsTo(path: PathMatcher): RecordedCall[];
   /**
@@ -455,6 +468,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
   const calls: RecordedCall[] = [];
   const agentConfigurations: Array<{ agent_id: unknown; agent_config: unknown }> = [];
   const usageMetrics: unknown[] = [];
+  const agentEvents: AgentEventsPost[] = [];
   const failRules: Array<{ match: PathMatcher; status: number; remaining: number; headers: Record<string, string> }> = [];
   const delayRules: Array<{ match: PathMatcher; ms: number; remaining: number }> = [];
   const pendingDelays = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
@@ -676,6 +690,49 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     return { status: 204 };
   }
 
+  /** GitLab's agent_events: known event names only, each entry exactly its fields (ids as integers or digit strings). */
+  function agentEventsHandler(ctx: RequestContext): Reply {
+    requireJwt(ctx);
+    const body = jsonObjectBody(ctx);
+    const extra = Object.keys(body).filter((k) => k !== 'events');
+    if (extra.length > 0) throw badRequest(`unknown parameter ${extra[0]}`);
+    if (!isPlainObject(body.events)) throw badRequest('events is missing or not an object');
+    const id = (entry: Record<string, unknown>, where: string, name: string) => {
+      const n = coerceInteger(entry[name]);
+      if (n === undefined || n <= 0) throw badRequest(`${where}.${name} is invalid`);
+    };
+    const text = (entry: Record<string, unknown>, where: string, name: string) => {
+      if (typeof entry[name] !== 'string') throw badRequest(`${where}.${name} is invalid`);
+    };
+    const exactly = (entry: Record<string, unknown>, where: string, required: string[], optional: string[] = []) => {
+      for (const k of required) if (!(k in entry)) throw badRequest(`${where}.${k} is missing`);
+      for (const k of Object.keys(entry)) if (!required.includes(k) && !optional.includes(k)) throw badRequest(`${where}.${k} is not a parameter`);
+    };
+    const known = /^(register_agent_at_kas|k8s_api_proxy_requests_unique_users_via_(ci|user|pat)_access)$/;
+    for (const [name, entries] of Object.entries(body.events)) {
+      if (!known.test(name)) throw badRequest(`events[${name}] is not an event GitLab knows`);
+      if (!Array.isArray(entries)) throw badRequest(`events[${name}] is not an array`);
+      entries.forEach((entry: unknown, i) => {
+        const where = `events[${name}][${i}]`;
+        if (!isPlainObject(entry)) throw badRequest(`${where} is not an object`);
+        if (name === 'register_agent_at_kas') {
+          exactly(entry, where, ['project_id', 'agent_id', 'agent_version', 'architecture', 'kubernetes_version'], ['extra_telemetry']);
+          id(entry, where, 'project_id');
+          id(entry, where, 'agent_id');
+          for (const k of ['agent_version', 'architecture', 'kubernetes_version']) text(entry, where, k);
+          const telemetry = entry.extra_telemetry;
+          if (telemetry !== undefined && (!isPlainObject(telemetry) || Object.values(telemetry).some((v) => typeof v !== 'string'))) throw badRequest(`${where}.extra_telemetry is invalid`);
+        } else {
+          exactly(entry, where, ['user_id', 'project_id']);
+          id(entry, where, 'user_id');
+          id(entry, where, 'project_id');
+        }
+      });
+    }
+    agentEvents.push(body as unknown as AgentEventsPost);
+    return { status: 204 };
+  }
+
   function fileAt(ctx: RequestContext, refRequired: boolean): { commit: CommitState; path: string; file: FileState; ref: string } {
     const project = repositoryProject(ctx);
     const ref = ctx.query.get('ref');
@@ -856,6 +913,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     { pattern: ['internal', 'kubernetes', 'authorize_proxy_user'], methods: ['POST'], handle: authorizeProxyUser },
     { pattern: ['internal', 'kubernetes', 'agent_configuration'], methods: ['POST'], handle: agentConfiguration },
     { pattern: ['internal', 'kubernetes', 'usage_metrics'], methods: ['POST'], handle: usageMetricsHandler },
+    { pattern: ['internal', 'kubernetes', 'agent_events'], methods: ['POST'], handle: agentEventsHandler },
     { pattern: ['job', 'allowed_agents'], methods: ['GET'], handle: allowedAgents },
     { pattern: ['projects', ':id', 'repository', 'files', ':file', 'raw'], methods: ['GET'], handle: rawFile },
     { pattern: ['projects', ':id', 'repository', 'files', ':file'], methods: ['GET', 'HEAD'], handle: fileMetadata },
@@ -995,6 +1053,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     calls,
     agentConfigurations,
     usageMetrics,
+    agentEvents,
 
     addAgent(a) {
       if (!AGENT_NAME.test(a.name) || a.name.length > 63) throw new Error(`addAgent: ${JSON.stringify(a.name)} is not a valid agent name (a DNS label)`);

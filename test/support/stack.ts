@@ -129,6 +129,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         defaultMetrics: false,
         drainGraceMs: 2000,
         backoff: { baseMs: 50, capMs: 500 },
+        // Off unless a test asks: it would list and watch workloads, requests the proxy tests do not expect upstream.
+        workloadHealth: false,
         ...options.agent,
         ...extra,
       });

@@ -124,7 +124,7 @@ describe('the list/watch loop (scripted server)', () => {
   let metrics: AgentMetrics;
   const logs = new LogCapture();
 
-  async function setUp(handler: Parameters<typeof scriptedServer>[0]): Promise<URL[]> {
+  async function setUp(handler: Parameters<typeof scriptedServer>[0], extra: { watchSilenceMs?: number } = {}): Promise<URL[]> {
     const s = scriptedServer(handler);
     server = s.server;
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -132,7 +132,7 @@ describe('the list/watch loop (scripted server)', () => {
     const logger = createLogger({ name: 'test', destination: logs });
     metrics = new AgentMetrics({ defaultMetrics: false });
     client = new ApiServerClient({ url: new URL(`http://127.0.0.1:${port}`), tls: { rejectUnauthorized: true }, auth: { kind: 'token', token: 't' }, source: 'test' }, { logger });
-    informers = new SharedInformers({ client, metrics, logger, backoff: { baseMs: 10, capMs: 50 } });
+    informers = new SharedInformers({ client, metrics, logger, backoff: { baseMs: 10, capMs: 50 }, ...extra });
     return s.requests;
   }
 
@@ -210,6 +210,23 @@ describe('the list/watch loop (scripted server)', () => {
     expect(watch.searchParams.get('resourceVersion')).toBe('5');
     const warnings = logs.entries.filter((e) => e.level === 40 && String(e.msg).includes('cannot list'));
     expect(warnings).toHaveLength(1);
+  });
+
+  test('a watch that stays silent far beyond its timeout (a dead connection) is cut and started again', async () => {
+    let watches = 0;
+    await setUp(
+      (_req, res, url) => {
+        res.setHeader('content-type', 'application/json');
+        if (url.searchParams.get('watch') !== '1') return void res.end(JSON.stringify({ metadata: { resourceVersion: '7' }, items: [] }));
+        watches++;
+        res.write(''); // headers, then nothing ever
+      },
+      { watchSilenceMs: 200 },
+    );
+    const handle = informers.acquire(RESOURCES.configMaps);
+    await handle.waitForSync();
+    await waitFor(() => watches >= 3, 'the silent watch to be cut and restarted twice', 10_000);
+    expect(await metrics.registry.getSingleMetricAsString('agentk_informer_watch_restarts_total')).toMatch(/reason="error"\} [2-9]/);
   });
 
   test('waitForSync rejects on abort and when the informer stops first', async () => {

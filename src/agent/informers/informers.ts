@@ -70,6 +70,8 @@ export interface InformersOptions {
   backoff?: Partial<BackoffOptions>;
   /** Server-side watch timeout, s (default random in [300, 600)). */
   watchTimeoutSeconds?: number;
+  /** A watch that received nothing for this long is cut, ms (default: its timeout + 60 s). */
+  watchSilenceMs?: number;
 }
 
 interface Entry {
@@ -110,6 +112,7 @@ export class SharedInformers implements Informers {
         strip: this.options.strip,
         backoff: this.options.backoff,
         watchTimeoutSeconds: this.options.watchTimeoutSeconds,
+        watchSilenceMs: this.options.watchSilenceMs,
       });
       entry = { informer, refs: 0 };
       this.entries.set(key, entry);

@@ -1,6 +1,7 @@
 /**
  * The Kubernetes API proxy, agent half: serves `http` streams against this cluster's API server.
- * At start it asks the API server for its version (best effort) for the handshake.
+ * At start it asks the API server for its version (best effort) for the handshake; registration
+ * asks again for each report (refreshVersion), so an upgrade of the cluster shows.
  */
 import { HTTP_STREAM } from '../../protocol/http.js';
 import type { Logger } from '../../shared/logger.js';
@@ -45,6 +46,16 @@ export class KubernetesApiModule implements AgentkModule {
     this.kubernetesVersion = await this.client.version(this.options.versionTimeoutMs ?? 5000);
     if (this.kubernetesVersion) logger.info({ apiServer: apiServer.url.origin, source: apiServer.source, kubernetesVersion: this.kubernetesVersion }, 'Kubernetes API server found');
     else logger.warn({ apiServer: apiServer.url.origin, source: apiServer.source }, 'the Kubernetes API server did not tell its version; serving requests anyway');
+  }
+
+  /** Asks the API server for its version again; keeps the last known one when it does not answer. */
+  async refreshVersion(): Promise<string> {
+    const version = await this.client.version(this.options.versionTimeoutMs ?? 5000);
+    if (version && version !== this.kubernetesVersion) {
+      if (this.kubernetesVersion) this.options.logger.info({ kubernetesVersion: version, previousVersion: this.kubernetesVersion }, 'the Kubernetes API server reports a new version');
+      this.kubernetesVersion = version;
+    }
+    return this.kubernetesVersion;
   }
 
   async stop(): Promise<void> {

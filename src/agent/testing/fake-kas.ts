@@ -45,7 +45,11 @@ export class FakeKas {
     this.url = url;
   }
 
-  static async start(options: { token: string; tls?: CertificatePair; path?: string }): Promise<FakeKas> {
+  /**
+   * `features`: the stream types the WELCOME says this kas serves (default none, as an older kas);
+   * `onStream`: serves the streams agentk opens (default: refused).
+   */
+  static async start(options: { token: string; tls?: CertificatePair; path?: string; features?: string[]; onStream?: (stream: TunnelStream, session: Session) => void }): Promise<FakeKas> {
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 2 * 1024 * 1024 });
     const server = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key }) : http.createServer();
     server.on('request', (_req, res) => res.writeHead(404).end());
@@ -60,7 +64,9 @@ export class FakeKas {
         return;
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new Session(new WsTransport(ws), { role: 'server', welcome: { kasVersion: 'fake' } });
+        const session = new Session(new WsTransport(ws), { role: 'server', welcome: { kasVersion: 'fake', ...(options.features && { features: options.features }) } });
+        const onStream = options.onStream;
+        if (onStream) session.on('stream', (stream) => onStream(stream, session));
         kas.accepted.push({ session, ws, headers: req.headers });
       });
     });

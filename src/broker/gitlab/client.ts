@@ -155,6 +155,11 @@ export class GitLabClient {
     await this.call({ method: 'POST', path: 'internal/kubernetes/usage_metrics', jwt: true, idempotent: false, body });
   }
 
+  /** Not idempotent either: GitLab counts what it receives. */
+  async postAgentEvents(body: { events: Record<string, unknown[]> }): Promise<void> {
+    await this.call({ method: 'POST', path: 'internal/kubernetes/agent_events', jwt: true, idempotent: false, body });
+  }
+
   /** May the agent read this project (full path or number)? 403/404 come back as definite GitLabErrors. */
   async projectInfo(agentToken: string, project: string): Promise<ProjectInfo> {
     const res = await this.call({ path: 'internal/kubernetes/project_info', query: { id: project }, jwt: true, idempotent: true, headers: { Authorization: `Bearer ${agentToken}` } });

@@ -55,4 +55,8 @@ export const proxyAuthCacheConfig = configPart('agent.kubernetes_api', {
 }, `allowed_agent_cache_ttl: 60s
 allowed_agent_cache_error_ttl: 10s`);
 
-export const usageMetricsConfig = configPart('observability', { usage_report_period: duration('60s') }, `usage_report_period: 60s`);
+export const usageMetricsConfig = configPart('observability', {
+  usage_report_period: duration('60s'),
+  usage_report_max_events: z.number().int().min(1).max(1_000_000).default(10_000),
+}, `usage_report_period: 60s
+usage_report_max_events: 10000      # agent events (registrations, proxy users) waiting for GitLab at most`);

@@ -30,8 +30,12 @@ export interface GitLabAuthOptions {
    * definite refusal; absent for a single replica (the local cache does the same job).
    */
   sharedRefusals?: RefusalCache;
-  /** Called on every proxy decision made from GitLab's answers, for usage metrics. */
-  onProxyUse?: (decision: ProxyDecision, userId: number | null) => void;
+  /**
+   * Called on every proxy decision made from GitLab's answers, for usage metrics and agent events:
+   * the user (CI job's user, or the GitLab user) and the project (the CI job's project, or the
+   * agent's configuration project for user access); null when GitLab itself calls.
+   */
+  onProxyUse?: (decision: ProxyDecision, userId: number | null, projectId: number | null) => void;
 }
 
 export interface AgentAuthInfo extends AgentIdentity {
@@ -81,6 +85,8 @@ const AGENT_ID = /^\d{1,18}$/;
 interface ProxyAnswer {
   decision: ProxyDecision;
   userId: number | null;
+  /** The CI job's project (CI access) or the agent's configuration project (user access). */
+  projectId: number | null;
 }
 
 export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
@@ -182,7 +188,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
   private async viaGitLab(key: string, load: () => Promise<ProxyAnswer>): Promise<ProxyAuthResult> {
     try {
       const answer = await this.proxyCache.get(key, () => this.sharing('proxy', key, this.o.proxyCacheErrorTtlMs, load), (o) => (o.ok ? this.o.proxyCacheTtlMs : isDefinite(o.error) || hasErrorCode(o.error, 'PROXY_REFUSED') ? this.o.proxyCacheErrorTtlMs : 0));
-      this.o.onProxyUse?.(answer.decision, answer.userId);
+      this.o.onProxyUse?.(answer.decision, answer.userId, answer.projectId);
       return { ok: true, decision: answer.decision };
     } catch (err) {
       // One answer for every refusal GitLab gives, so agent ids cannot be enumerated.
@@ -199,6 +205,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
     return {
       decision: { agentId, impersonate: userAccessImpersonation(answer, accessType), credential: accessType === 'personal_access_token' ? 'pat' : 'session_cookie' },
       userId: answer.user.id,
+      projectId: answer.agent.config_project.id,
     };
   }
 
@@ -206,7 +213,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
     const job = await this.o.client.allowedAgentsForJob(jobToken);
     const agent = job.allowed_agents.find((a) => a.id === agentId);
     if (!agent) throw new ProxyRefusal(403, `this CI job may not use agent ${agentId}`);
-    return { decision: { agentId, impersonate: ciAccessImpersonation(job, agent), credential: 'ci' }, userId: job.user.id };
+    return { decision: { agentId, impersonate: ciAccessImpersonation(job, agent), credential: 'ci' }, userId: job.user.id, projectId: job.project.id };
   }
 
   /** A JWT GitLab signed for kas: GitLab itself calls the proxy, acting as the agent named by Gitlab-Agent-Id. */
@@ -216,7 +223,7 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
     const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id');
     if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a call from GitLab needs the Gitlab-Agent-Id header' };
     const decision: ProxyDecision = { agentId: Number(agentText), impersonate: null, credential: 'gitlab_jwt' };
-    this.o.onProxyUse?.(decision, null);
+    this.o.onProxyUse?.(decision, null, null);
     return { ok: true, decision };
   }
 }

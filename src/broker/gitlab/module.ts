@@ -16,11 +16,14 @@ import { serviceKey } from '../services.js';
 import { GitLabClient } from './client.js';
 import { agentInfoCacheConfig, gitlabConfig, proxyAuthCacheConfig, usageMetricsConfig } from './config.js';
 import { GitLabAuth } from './gitlab-auth.js';
+import { AgentEvents } from './agent-events.js';
 import { UsageMetrics } from './usage-metrics.js';
 
 export interface GitLabMode {
   client: GitLabClient;
   usage: UsageMetrics;
+  /** Agent events (registrations, proxy users) for GitLab's `agent_events`. */
+  events: AgentEvents;
 }
 
 /** The GitLab client and usage counters; absent in standalone mode. */
@@ -46,7 +49,7 @@ function readRepositoryToken(path: string | undefined): string | undefined {
 export const gitlabModule = defineModule({
   name: 'gitlab',
   owns: [gitlabConfig, agentInfoCacheConfig, proxyAuthCacheConfig],
-  reads: [apiConfig],
+  reads: [apiConfig, usageMetricsConfig],
   create(ctx) {
     const { config, services } = ctx;
     const g = config.gitlab;
@@ -63,10 +66,14 @@ export const gitlabModule = defineModule({
       userAgent: `gitlab-agent-ts-kas/${BUILD_INFO.version}`,
     });
     const usage = new UsageMetrics(client, ctx.logger.child({ component: 'usage_metrics' }));
+    const events = new AgentEvents(client, ctx.logger.child({ component: 'agent_events' }), config.observability.usage_report_max_events, ctx.metrics);
     const refusals = services.get(REPLICA_STATE).refusals;
     const auth = new GitLabAuth({
       client,
-      onProxyUse: (decision, userId) => usage.record(decision, userId),
+      onProxyUse: (decision, userId, projectId) => {
+        usage.record(decision, userId);
+        events.proxyUser(decision, userId, projectId);
+      },
       logger: ctx.logger,
       infoCacheTtlMs: config.agent.info_cache_ttl,
       infoCacheErrorTtlMs: config.agent.info_cache_error_ttl,
@@ -75,7 +82,7 @@ export const gitlabModule = defineModule({
       gitlabToKasSecret: apiSecretFile ? readSecretFile('api.listen.authentication_secret_file', apiSecretFile) : secret,
       sharedRefusals: refusals,
     });
-    services.provide(GITLAB, { client, usage });
+    services.provide(GITLAB, { client, usage, events });
     services.provide(AUTH, { agents: auth, proxy: auth, corsOrigin: new URL(g.external_url ?? g.address).origin });
     return {
       start: () => Promise.resolve(),
@@ -87,7 +94,7 @@ export const gitlabModule = defineModule({
   },
 });
 
-/** Usage reporting to GitLab, started last (after every listener) and stopped first. */
+/** Usage reporting to GitLab (usage metrics and agent events), started last (after every listener) and stopped first. */
 export const usageMetricsModule = defineModule({
   name: 'usage_metrics',
   owns: [usageMetricsConfig],
@@ -97,9 +104,12 @@ export const usageMetricsModule = defineModule({
     return {
       start: () => {
         gitlab.usage.start(ctx.config.observability.usage_report_period);
+        gitlab.events.start(ctx.config.observability.usage_report_period);
         return Promise.resolve();
       },
-      stop: () => gitlab.usage.stop(),
+      stop: async () => {
+        await Promise.all([gitlab.usage.stop(), gitlab.events.stop()]);
+      },
     };
   },
 });

@@ -21,6 +21,8 @@ export class MemoryReplicaState implements ReplicaState {
 
   readonly records: ConnectionRecords = {
     connections: (agentIds: number[], projectIds: number[]) => Promise.resolve(localConnections(this.registry, this.instanceName, agentIds, projectIds)),
+    // Records are made from the registry when asked: nothing to rewrite.
+    changed: (): Promise<void> => Promise.resolve(),
   };
 
   readonly gitPush: GitPushFanOut = {

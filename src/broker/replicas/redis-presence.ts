@@ -89,6 +89,11 @@ export class RedisPresence implements AgentPresence, ConnectionRecords {
     this.pendingRemovals.set(agentId, t);
   }
 
+  /** A local connection's record changed (registration): written now rather than at the next refresh. */
+  async changed(agentId: number): Promise<void> {
+    if (this.o.registry.connections(agentId).length > 0) await this.publish(agentId, false);
+  }
+
   /** Writes (or refreshes) the holder entry and connection records of one local agent. */
   private async publish(agentId: number, announce: boolean): Promise<void> {
     const conns = this.o.registry.connections(agentId);

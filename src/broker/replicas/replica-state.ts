@@ -21,6 +21,11 @@ export interface AgentPresence {
 export interface ConnectionRecords {
   /** The connections of agents (by agent ids, or by their configuration projects), on every replica known. */
   connections(agentIds: number[], projectIds: number[]): Promise<ConnectionRecord[]>;
+  /**
+   * One of this replica's connections of the agent changed what its record shows (a registration):
+   * other replicas see it from now on. Resolves once written (at once in memory); never rejects.
+   */
+  changed(agentId: number): Promise<void>;
 }
 
 /** Git-push notifications, delivered to the subscribers of every replica. */

@@ -3,6 +3,7 @@
  * an agent that is not connected yet. New streams go to the session of the agent with the fewest
  * open streams, so a pool of connections shares the load.
  */
+import type { AgentInfo } from '../../protocol/agent-info.js';
 import type { Session } from '../../protocol/session.js';
 import type { AgentIdentity } from '../auth/types.js';
 import { KeyedWaiters } from '../keyed-waiters.js';
@@ -17,12 +18,20 @@ export interface AgentMeta {
   features: string[];
 }
 
+/** What agentk said about itself on its latest `agent_info` stream (agent registration). */
+export interface AgentRegistration {
+  info: AgentInfo;
+  registeredAt: Date;
+}
+
 export interface AgentConnection {
   readonly connectionId: string;
   readonly identity: AgentIdentity;
   readonly session: Session;
   readonly connectedAt: Date;
   readonly meta: AgentMeta;
+  /** Set by the agent_registration module on each registration; goes with the connection. */
+  registration?: AgentRegistration;
   /**
    * The agent's token, for calls kas makes to GitLab on the agent's behalf (GitOps: project_info).
    * A function, so that logging a connection never prints it. Absent in tests that build connections.

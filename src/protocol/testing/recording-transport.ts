@@ -2,7 +2,7 @@
  * Test support: a MessageTransport wrapper that decodes and records every frame a session sends, and
  * lets a test hand the session messages synchronously (as a socket delivering a burst would).
  */
-import { decodeFrame, type Frame } from '../frames.js';
+import { decodeFrameV2, type Frame } from '../frames.js';
 import type { MessageTransport, TransportHandlers } from '../transport.js';
 
 export class RecordingTransport implements MessageTransport {
@@ -24,7 +24,7 @@ export class RecordingTransport implements MessageTransport {
   }
 
   send(data: Uint8Array): void {
-    const frame = decodeFrame(data);
+    const frame = decodeFrameV2(data);
     this.sent.push(frame);
     this.onSend?.(frame, this.sent.length - 1);
     this.inner.send(data);

@@ -4,7 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { Session, type SessionOptions } from '../session.js';
+import { MAX_PROTOCOL_VERSION, Session, type SessionOptions } from '../session.js';
 import { TunnelError } from '../errors.js';
 import type { TunnelStream } from '../stream.js';
 import { entryOf } from './stream-internals.js';
@@ -44,9 +44,56 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
         server: { limits: { maxStreams: 77 }, welcome: { sessionId: 'abc' } },
       });
       await Promise.all([pair.client.ready, pair.server.ready]);
-      expect(pair.server.peerInfo).toMatchObject({ agentVersion: '1.2.3', podName: 'agentk-0', features: ['http'], v: 1 });
-      expect(pair.client.peerInfo).toMatchObject({ sessionId: 'abc', v: 1 });
+      // HELLO keeps the base version in `v` and offers version 2 in `vmax`; WELCOME's `v` is the choice.
+      expect(pair.server.peerInfo).toMatchObject({ agentVersion: '1.2.3', podName: 'agentk-0', features: ['http'], v: 1, vmax: MAX_PROTOCOL_VERSION });
+      expect(pair.client.peerInfo).toMatchObject({ sessionId: 'abc', v: MAX_PROTOCOL_VERSION });
       expect(pair.client.peerLimits?.maxStreams).toBe(77);
+      expect([pair.client.version, pair.server.version]).toEqual([MAX_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION]);
+    });
+
+    // Mixed versions: a side limited to version 1 behaves as code that knows only version 1 (no
+    // vmax in its HELLO; WELCOME v 1), and the other side falls back to version 1's frames.
+    for (const [label, options] of [
+      ['an agent that speaks only version 1 with a newer server', { client: { maxVersion: 1 } }],
+      ['a newer agent with a server that speaks only version 1', { server: { maxVersion: 1 } }],
+    ] as const) {
+      test(`mixed versions: ${label} agree on version 1 and move data both ways`, async () => {
+        pair = await makePair(options);
+        await Promise.all([pair.client.ready, pair.server.ready]);
+        expect([pair.client.version, pair.server.version]).toEqual([1, 1]);
+        expect(pair.client.peerInfo?.v).toBe(1);
+        if (options.client) expect(pair.server.peerInfo?.vmax).toBeUndefined();
+        serveEcho(pair.server);
+        const payload = randomBytes(300 * 1024 + 7);
+        const s = pair.client.openStream({ path: '/mixed' });
+        const [echoed] = await Promise.all([readAll(s), writeAll(s, payload)]);
+        expect(sha(echoed)).toBe(sha(payload));
+      });
+    }
+
+    test('version 2 (raw DATA frames) moves large and empty writes both ways', async () => {
+      pair = await makePair();
+      await Promise.all([pair.client.ready, pair.server.ready]);
+      expect(pair.client.version).toBe(2);
+      serveEcho(pair.server);
+      const payload = randomBytes(2 * 1024 * 1024 + 3);
+      const s = pair.client.openStream({ path: '/v2' });
+      const [echoed] = await Promise.all([readAll(s), writeAll(s, payload)]);
+      expect(sha(echoed)).toBe(sha(payload));
+      // Many odd-sized writes in one turn go out as pieces of one frame (masked with a rotated key on a client).
+      const pieces = Array.from({ length: 200 }, (_, i) => randomBytes((i * 7919) % 3001 + 1));
+      const odd = pair.client.openStream({ path: '/v2-odd' });
+      const oddEcho = readAll(odd);
+      // After the OPEN is out, the first write of a burst and the rest (joined by _writev) are two
+      // pieces of the next DATA frame, the first of an odd length.
+      odd.write(pieces[0]!);
+      await new Promise((r) => setTimeout(r, 20));
+      for (const p of pieces.slice(1)) odd.write(p);
+      odd.end();
+      expect(sha(await oddEcho)).toBe(sha(Buffer.concat(pieces)));
+      const empty = pair.client.openStream({ path: '/v2-empty' });
+      const [nothing] = await Promise.all([readAll(empty), writeAll(empty, Buffer.alloc(0))]);
+      expect(nothing.length).toBe(0);
     });
 
     test('a stream opened with head, data and end in one call arrives whole, and the reply comes back the same way', async () => {

@@ -1,0 +1,157 @@
+/**
+ * A/B comparison of two (or more) builds of kas and agentk on one machine, interleaved: each round
+ * runs every variant one after the other (rotating the order), so the load other programs put on a
+ * shared machine hits them alike. Prints, per variant, the median over rounds of the CPU each process
+ * spent per small request (wrk -c 32 and -c 1) and per 100 MB of bulk, with the throughputs; the
+ * ceiling (two plain relays) runs in the same rounds as the reference.
+ *
+ *   node dist/bench/ab.js --variant base=.base/dist,.base/dist --variant new=dist,dist [--rounds 3]
+ *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk]
+ *
+ * A variant is NAME=KAS_DIST,AGENTK_DIST (compiled trees; a kas of one build with an agentk of
+ * another measures mixed versions too). Copy a build aside with `cp -r dist .base/dist` before
+ * changing the code; the copy must stay inside the repository so it finds node_modules.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { cpuMs, killAllNow, stopAll } from './lib/proc.js';
+import { authHeaders, baseUrl, ceilingPath, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig, type Member, type Path } from './lib/stack.js';
+import { Wrk, curlBulk } from './lib/tools.js';
+
+interface Variant {
+  name: string;
+  kasDist: string;
+  agentkDist: string;
+}
+
+function values(argv: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) if (argv[i] === name && argv[i + 1] !== undefined) out.push(argv[i + 1]!);
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function snapshot(list: Member[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const { role, pid } of list) m.set(role, cpuMs(pid));
+  return m;
+}
+
+function delta(before: Map<string, number>, list: Member[]): Record<string, number> {
+  const after = snapshot(list);
+  const out: Record<string, number> = {};
+  for (const [role, ms] of after) out[role] = ms - (before.get(role) ?? 0);
+  return out;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const variants: Variant[] = values(argv, '--variant').map((v) => {
+    const [name, dists] = v.split('=');
+    const [k, a] = (dists ?? '').split(',');
+    if (!name || !k || !a) throw new Error(`--variant NAME=KAS_DIST,AGENTK_DIST, got ${v}`);
+    return { name, kasDist: resolve(k), agentkDist: resolve(a) };
+  });
+  if (variants.length === 0) throw new Error('give at least one --variant NAME=KAS_DIST,AGENTK_DIST');
+  const rounds = Number(values(argv, '--rounds')[0] ?? 3);
+  const seconds = Number(values(argv, '--seconds')[0] ?? 3);
+  const bulkBytes = Number(values(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
+  const tls = argv.includes('--tls');
+  const only = new Set((values(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
+  const tmp = mkdtempSync(join(os.tmpdir(), 'kas-ab-'));
+  const logDir = join(tmp, 'logs');
+  mkdirSync(logDir);
+  process.on('SIGINT', () => {
+    killAllNow();
+    process.exit(130);
+  });
+  try {
+    const secrets = await makeSecrets(join(tmp, 'secrets'));
+    const headers = authHeaders(secrets);
+    const upstream = await startUpstream(logDir);
+    const kubeconfig = writeKubeconfig(tmp, upstream.address);
+    const wrk = new Wrk(tmp);
+    const paths = new Map<string, Path>();
+    paths.set('ceiling', await ceilingPath(logDir, upstream.address));
+    for (const v of variants) {
+      const kas = await startKas(logDir, { secrets, tls, name: `kas-${v.name}`, dist: v.kasDist });
+      const agentk = await startAgentk(logDir, { secrets, tls, kasAgent: kas.agent, kubeconfig, dist: v.agentkDist });
+      const path: Path = {
+        name: v.name,
+        entry: kas.proxy,
+        members: () => [
+          { role: 'kas', pid: kas.proc.pid },
+          { role: 'agentk', pid: agentk.proc.pid },
+        ],
+        stop: async () => undefined,
+      };
+      await waitForPath(kas.proxy, headers, 30_000);
+      paths.set(v.name, path);
+    }
+    const names = [...paths.keys()];
+    // figure -> path -> role -> per-round values
+    const cpu: Record<string, Record<string, Record<string, number[]>>> = {};
+    const speed: Record<string, Record<string, number[]>> = {};
+    const p99: Record<string, number[]> = {};
+    const add = (fig: string, path: string, role: string, v: number) => (((cpu[fig] ??= {})[path] ??= {})[role] ??= []).push(v);
+    // Warm-up, not recorded.
+    for (const name of names) {
+      const p = paths.get(name)!;
+      await wrk.run(`${baseUrl(p)}/small`, 32, 1, headers);
+      await curlBulk(`${baseUrl(p)}/big?bytes=${64 * 1024 * 1024}`, 64 * 1024 * 1024, headers, 120_000);
+    }
+    for (let round = 0; round < rounds; round++) {
+      const order = names.map((_, i) => names[(i + round) % names.length]!);
+      console.log(`round ${round + 1}/${rounds} (load average ${os.loadavg()[0]!.toFixed(2)}): ${order.join(', ')}`);
+      for (const name of order) {
+        const p = paths.get(name)!;
+        const list = p.members();
+        for (const c of [32, 1]) {
+          const fig = `rps-${c}`;
+          if (!only.has(fig)) continue;
+          const before = snapshot(list);
+          const r = await wrk.run(`${baseUrl(p)}/small`, c, seconds, headers);
+          if (r.errors > 0) console.log(`  ! ${name} ${fig}: ${r.errors} errors`);
+          for (const [role, ms] of Object.entries(delta(before, list))) add(fig, name, role, (ms * 1000) / Math.max(1, r.requests));
+          ((speed[fig] ??= {})[name] ??= []).push(r.rps);
+          if (c === 1) (p99[name] ??= []).push(r.p99Us / 1000);
+        }
+        if (only.has('bulk')) {
+          const before = snapshot(list);
+          const r = await curlBulk(`${baseUrl(p)}/big?bytes=${bulkBytes}`, bulkBytes, headers, 300_000);
+          for (const [role, ms] of Object.entries(delta(before, list))) add('bulk', name, role, (ms * 100 * 1e6) / bulkBytes);
+          ((speed.bulk ??= {})[name] ??= []).push(r.mbps);
+        }
+      }
+    }
+    const f = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
+    console.log(`\n=== medians over ${rounds} rounds (${tls ? 'wss' : 'ws'}); CPU: µs per request (rps) or ms per 100 MB (bulk) ===`);
+    for (const fig of ['rps-32', 'rps-1', 'bulk']) {
+      if (!only.has(fig)) continue;
+      console.log(`${fig}:`);
+      for (const name of names) {
+        const roles = cpu[fig]?.[name] ?? {};
+        const parts = Object.entries(roles).map(([role, xs]) => `${role} ${f(median(xs))} [${f(Math.min(...xs))}–${f(Math.max(...xs))}]`);
+        const sp = speed[fig]?.[name] ?? [];
+        const lat = fig === 'rps-1' ? `, p99 ${f(median(p99[name] ?? []))} ms` : '';
+        console.log(`  ${name.padEnd(10)} ${f(median(sp)).padStart(6)} ${fig === 'bulk' ? 'MB/s' : 'req/s'}${lat}; CPU ${parts.join(', ')}`);
+      }
+    }
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  killAllNow();
+  process.exit(1);
+});

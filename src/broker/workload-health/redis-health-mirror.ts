@@ -1,0 +1,81 @@
+/**
+ * The workload health of agents in Redis, so that any replica answers for an agent connected to
+ * another one: a hash per agent (`<prefix>:workload_health:<agent id>` with the fields summary,
+ * updated_at, last_seen, instance, seq) that expires `retentionMs` after its last write. The
+ * replica holding an agent writes it when a summary arrives and when the agent connects or
+ * disconnects. Failures are counted and logged once per outage; callers then use their memory.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../shared/logger.js';
+import type { RedisKeys } from '../replicas/redis-keys.js';
+import type { HealthRecord } from './health-store.js';
+import type { WorkloadHealthMetrics } from './metrics.js';
+
+// Keeps a summary unless the stored one is a later one of the same agentk process.
+const PUT_SCRIPT = `
+local instance = redis.call('HGET', KEYS[1], 'instance')
+if instance == ARGV[1] then
+  local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+  if seq and seq > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'seq', ARGV[2], 'summary', ARGV[3], 'updated_at', ARGV[4], 'last_seen', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+`;
+
+export class RedisHealthMirror {
+  private failing = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly retentionMs: number,
+    private readonly metrics: WorkloadHealthMetrics,
+    private readonly logger: Logger,
+  ) {}
+
+  private key(agentId: number): string {
+    return this.keys.key('workload_health', agentId);
+  }
+
+  async put(agentId: number, rec: HealthRecord): Promise<void> {
+    if (rec.summary === null || rec.instance === null || rec.updatedAt === null) return;
+    await this.run(() => this.redis.eval(PUT_SCRIPT, 1, this.key(agentId), rec.instance!, String(rec.seq), rec.summary!, String(rec.updatedAt), String(this.retentionMs)));
+  }
+
+  async seen(agentId: number, now: number): Promise<void> {
+    const key = this.key(agentId);
+    await this.run(() => this.redis.multi().hset(key, 'last_seen', String(now)).pexpire(key, this.retentionMs).exec());
+  }
+
+  /** The agent's record in Redis; null when there is none, undefined when Redis failed. */
+  async get(agentId: number): Promise<HealthRecord | null | undefined> {
+    const fields = await this.run(() => this.redis.hgetall(this.key(agentId)));
+    if (fields === undefined) return undefined;
+    const lastSeen = Number(fields.last_seen);
+    if (!Number.isFinite(lastSeen)) return null;
+    const updatedAt = Number(fields.updated_at);
+    const hasSummary = typeof fields.summary === 'string' && Number.isFinite(updatedAt);
+    return {
+      summary: hasSummary ? fields.summary! : null,
+      updatedAt: hasSummary ? updatedAt : null,
+      lastSeen,
+      instance: fields.instance ?? null,
+      seq: Number(fields.seq) || 0,
+    };
+  }
+
+  private async run<T>(command: () => Promise<T>): Promise<T | undefined> {
+    try {
+      const out = await command();
+      if (this.failing) this.logger.info('Redis answers again: workload health is shared with the other replicas');
+      this.failing = false;
+      return out;
+    } catch (err) {
+      this.metrics.redisErrors.inc();
+      if (!this.failing) this.logger.warn({ err }, 'Redis failed: workload health is answered from this replica\'s memory until it is back');
+      this.failing = true;
+      return undefined;
+    }
+  }
+}
