@@ -17,6 +17,8 @@ import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSec
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers, type Informers } from './informers/informers.js';
 import { clusterEventsModule, type ClusterEventsOptions } from './cluster-events/module.js';
+import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
+import { GitopsModule } from './gitops/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -72,6 +74,10 @@ export interface AgentOptions {
   tokenRefreshMs?: number;
   /** Collect the process's default metrics (default true). */
   defaultMetrics?: boolean;
+  /** The Lease that elects the one pod that applies GitOps manifests and follows Flux. */
+  leaderElection?: LeaderElectionOptions;
+  /** How often the last applied GitOps manifests are applied again (drift), ms (default 5 min). */
+  gitopsReconcilePeriodMs?: number;
   /** Workload health reports (debounce, caps); `false` turns them off. */
   workloadHealth?: WorkloadHealthOptions | false;
   /** Cluster events sent to kas (flush interval); `false` turns them off (agentk then watches no Events). */
@@ -113,7 +119,7 @@ interface Shared {
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
-function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): AgentkModuleFactory[] {
+function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leadership: AgentLeadership): AgentkModuleFactory[] {
   return [
     {
       name: 'observability',
@@ -215,6 +221,8 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         return clusterEventsModule(shared.apiClient, options).create(ctx);
       },
     },
+    { name: 'leader_election', create: () => leadership.module() },
+    { name: 'gitops', create: (ctx) => new GitopsModule(ctx) },
   ];
 }
 
@@ -234,8 +242,9 @@ export function createAgentk(options: AgentOptions): Agentk {
   // Informers start on a feature's first acquire and are stopped after every module has stopped.
   const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
   const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient, kubernetesApi: null };
-  const modules = agentkModules(shared, configuration).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers }),
+  const leader = new AgentLeadership(options, kas, metrics, logger.child({ module: 'leader_election' }));
+  const modules = agentkModules(shared, configuration, leader).map((factory) =>
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers, leader }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';

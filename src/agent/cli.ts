@@ -52,6 +52,13 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     podUid: env.POD_UID,
     telemetryEnvironment: env,
     workloadHealth: { debounceMs: flags.workloadHealthDebounceMs, maxWaitMs: 5 * flags.workloadHealthDebounceMs },
+    leaderElection: {
+      leaseName: flags.leaderElectionLeaseName,
+      leaseDurationMs: flags.leaderElectionLeaseDurationMs,
+      renewDeadlineMs: flags.leaderElectionRenewDeadlineMs,
+      retryPeriodMs: flags.leaderElectionRetryPeriodMs,
+    },
+    gitopsReconcilePeriodMs: flags.gitopsReconcilePeriodMs,
   };
 }
 

@@ -12,6 +12,7 @@ import type { HeaderPair } from '../protocol/http.js';
 import { AgentConfigError } from './config-error.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { formatDuration, parseDuration } from '../shared/duration.js';
+import { validateElectionTimings } from './leader-election/leader-elector.js';
 
 export interface AgentFlags {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -28,6 +29,13 @@ export interface AgentFlags {
   logLevel: LevelWithSilent;
   /** Quiet time after a cluster change before the workload health summary is recomputed, ms. */
   workloadHealthDebounceMs: number;
+  /** The leader election Lease's name (default agentk-<agent id>) and timings, ms. */
+  leaderElectionLeaseName: string | undefined;
+  leaderElectionLeaseDurationMs: number;
+  leaderElectionRenewDeadlineMs: number;
+  leaderElectionRetryPeriodMs: number;
+  /** How often the last applied GitOps manifests are applied again, ms. */
+  gitopsReconcilePeriodMs: number;
 }
 
 export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags };
@@ -37,6 +45,7 @@ export const MAX_KAS_CONNECTIONS = 64;
 export const DEFAULT_OBSERVABILITY_LISTEN_ADDRESS = ':8080';
 export const DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS = 2000;
 const WORKLOAD_HEALTH_DEBOUNCE_RANGE_MS = [100, 300_000] as const;
+export const DEFAULT_GITOPS_RECONCILE_PERIOD = '5m';
 
 interface FlagSpec {
   type: 'string' | 'boolean';
@@ -56,6 +65,11 @@ const FLAGS: Record<string, FlagSpec> = {
   context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: the kubeconfig\'s current context)' },
   'log-level': { type: 'string', value: 'LEVEL', help: `one of ${LOG_LEVELS.join(', ')} (default info)` },
   'workload-health-debounce': { type: 'string', value: 'DURATION', help: `quiet time after a cluster change before workload health is reported again (default ${formatDuration(DEFAULT_WORKLOAD_HEALTH_DEBOUNCE_MS)}; at most 5 times that under continuous change)` },
+  'leader-election-lease-name': { type: 'string', value: 'NAME', help: 'Lease that elects the one pod applying GitOps and following Flux (default agentk-<agent id>)' },
+  'leader-election-lease-duration': { type: 'string', value: 'DURATION', help: 'how long a lease holds without renewal; a successor takes over after it (default 15s)' },
+  'leader-election-renew-deadline': { type: 'string', value: 'DURATION', help: 'a leader that could not renew for this long stops leading (default 10s)' },
+  'leader-election-retry-period': { type: 'string', value: 'DURATION', help: 'how often candidates try and the leader renews (default 2s)' },
+  'gitops-reconcile-period': { type: 'string', value: 'DURATION', help: `how often the last applied GitOps manifests are applied again, undoing drift (default ${DEFAULT_GITOPS_RECONCILE_PERIOD})` },
   help: { type: 'boolean', help: 'print this help and exit' },
 };
 
@@ -168,9 +182,31 @@ export function parseFlags(argv: readonly string[]): Command {
     if (one(name) === '') throw new AgentConfigError(`--${name}`, 'must not be empty');
   }
 
+  const duration = (name: string, fallback: string, min: number): number => {
+    const text = one(name) ?? fallback;
+    const ms = parseDuration(text);
+    if (ms === null || ms < min) throw new AgentConfigError(`--${name}`, `expected a duration of at least ${min} ms like "15s" or "2m", got ${JSON.stringify(text)}`);
+    return ms;
+  };
+  const leaderElectionLeaseDurationMs = duration('leader-election-lease-duration', '15s', 1000);
+  const leaderElectionRenewDeadlineMs = duration('leader-election-renew-deadline', '10s', 100);
+  const leaderElectionRetryPeriodMs = duration('leader-election-retry-period', '2s', 50);
+  const timings = validateElectionTimings(leaderElectionLeaseDurationMs, leaderElectionRenewDeadlineMs, leaderElectionRetryPeriodMs);
+  if (timings) throw new AgentConfigError('--leader-election-renew-deadline', timings);
+  const gitopsReconcilePeriodMs = duration('gitops-reconcile-period', DEFAULT_GITOPS_RECONCILE_PERIOD, 1000);
+  const leaseName = one('leader-election-lease-name');
+  if (leaseName !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(leaseName)) {
+    throw new AgentConfigError('--leader-election-lease-name', `expected a Kubernetes object name (lower case letters, digits, "-", "."), got ${JSON.stringify(leaseName)}`);
+  }
+
   return {
     command: 'run',
     flags: {
+      leaderElectionLeaseName: leaseName,
+      leaderElectionLeaseDurationMs,
+      leaderElectionRenewDeadlineMs,
+      leaderElectionRetryPeriodMs,
+      gitopsReconcilePeriodMs,
       kasAddress,
       tokenFile: one('token-file'),
       kasCaCertFile: one('kas-ca-cert-file'),

@@ -8,6 +8,7 @@ import { clusterEventsModule } from './cluster-events/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { gitopsModule } from './gitops/module.js';
+import { gitopsStatusModule } from './gitops/status-module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
@@ -28,6 +29,7 @@ export const KAS_MODULES = [
   agentConfigurationModule,
   gitopsModule,
   workloadHealthModule,
+  gitopsStatusModule,
   apiModule,
   usageMetricsModule,
 ] as const;
