@@ -3,6 +3,7 @@
  * offer (services.ts). The configuration schema is composed of their parts (configuration/schema.ts).
  */
 import { agentConfigurationModule } from './agent-configuration/module.js';
+import { fluxModule } from './flux/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
@@ -20,6 +21,7 @@ export const KAS_MODULES = [
   agentListenerModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  fluxModule,
   apiModule,
   usageMetricsModule,
 ] as const;

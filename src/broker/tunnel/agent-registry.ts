@@ -23,6 +23,11 @@ export interface AgentConnection {
   readonly session: Session;
   readonly connectedAt: Date;
   readonly meta: AgentMeta;
+  /**
+   * The agent token the connection authenticated with, for GitLab calls made on the agent's behalf
+   * (project_info for Flux and GitOps). Never log it.
+   */
+  readonly token?: string;
 }
 
 export class AgentRegistry {
