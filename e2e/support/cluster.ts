@@ -50,8 +50,17 @@ export interface Cluster {
   /** A static token of user "admin" in group system:masters. */
   adminToken: string;
   dir: string;
+  /** The running kube-apiserver (a new process after startApiServer). */
   apiserver: ManagedProcess;
   etcd: ManagedProcess;
+  /** http://127.0.0.1:<port> of etcd (its v3 JSON gateway is at /v3/...). */
+  etcdUrl: string;
+  /** Stops kube-apiserver (SIGKILL by default, so open watches are cut, not ended); etcd goes on. */
+  stopApiServer(options?: { graceful?: boolean }): Promise<void>;
+  /** Starts kube-apiserver again on the same port and etcd, and waits for /readyz. */
+  startApiServer(): Promise<void>;
+  /** stopApiServer then startApiServer. */
+  restartApiServer(): Promise<void>;
   /** A request to the API server (admin token unless `token` is given). */
   request(method: string, apiPath: string, body?: unknown, options?: { token?: string; contentType?: string }): Promise<ApiResponse>;
   /** A short-lived token of a service account, from the TokenRequest API. */
@@ -119,10 +128,7 @@ export async function startCluster(): Promise<Cluster> {
     }
 
     let url = '';
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      url = `https://127.0.0.1:${port}`;
-      apiserver = startProcess('kube-apiserver', binary, [
+    const apiserverArgs = (port: number) => [
         `--etcd-servers=${etcdUrl}`,
         '--bind-address=127.0.0.1',
         '--advertise-address=127.0.0.1',
@@ -140,7 +146,11 @@ export async function startCluster(): Promise<Cluster> {
         '--service-cluster-ip-range=10.96.0.0/16',
         '--profiling=false',
         '--v=0',
-      ]);
+      ];
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      url = `https://127.0.0.1:${port}`;
+      apiserver = startProcess('kube-apiserver', binary, apiserverArgs(port));
       try {
         await waitUntil(async () => (await getStatus(`${url}/readyz`, cert.cert, adminToken)) === 200, apiserver, 'kube-apiserver to answer /readyz with 200', 90_000);
         break;
@@ -183,7 +193,34 @@ export async function startCluster(): Promise<Cluster> {
       dir,
       apiserver: apiserver!,
       etcd: etcd!,
+      etcdUrl,
       request,
+      async stopApiServer({ graceful = false } = {}) {
+        // The keep-alive sockets of `request` would only fail on their next use.
+        agent.destroy();
+        await cluster.apiserver.stop(graceful ? 10_000 : 0);
+      },
+      async startApiServer() {
+        const port = Number(new URL(url).port);
+        // The port was ours a moment ago; another process may take it in between, so retry a little.
+        for (let attempt = 1; ; attempt++) {
+          const proc = startProcess('kube-apiserver', binary, apiserverArgs(port));
+          apiserver = proc;
+          cluster.apiserver = proc;
+          try {
+            await waitUntil(async () => (await getStatus(`${url}/readyz`, cert.cert, adminToken)) === 200, proc, 'kube-apiserver to answer /readyz with 200 after a restart', 90_000);
+            return;
+          } catch (err) {
+            await proc.stop();
+            if (attempt >= 5 || !/address already in use/.test(proc.output)) throw err;
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        }
+      },
+      async restartApiServer() {
+        await cluster.stopApiServer();
+        await cluster.startApiServer();
+      },
       async serviceAccountToken(namespace, name, expirationSeconds = 3600) {
         const r = await request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
           apiVersion: 'authentication.k8s.io/v1',

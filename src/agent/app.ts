@@ -15,7 +15,8 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
-import type { ApiServerConfig } from './kubernetes-api/api-server.js';
+import { SharedInformers } from './informers/informers.js';
+import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { AgentMetrics } from './observability/metrics.js';
@@ -84,6 +85,8 @@ interface Shared {
   kubernetesVersion: string;
   observability: ObservabilityServer | null;
   pool: TunnelPool | null;
+  /** agentk's client of its API server: the proxy's requests and the informers' lists and watches. */
+  apiClient: ApiServerClient;
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
@@ -110,7 +113,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
     {
       name: 'kubernetes_api',
       create: (ctx) => {
-        const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
+        const module = new KubernetesApiModule({ apiServer: ctx.options.apiServer, client: shared.apiClient, handlers: ctx.handlers, metrics: ctx.metrics, logger: ctx.logger, tokenRefreshMs: ctx.options.tokenRefreshMs });
         return {
           name: module.name,
           start: async () => {
@@ -177,9 +180,12 @@ export function createAgentk(options: AgentOptions): Agentk {
   const kas = new KasStreams();
   const configuration = new AgentConfigSectionsHub(logger.child({ module: 'configuration' }));
   const drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
-  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null };
+  const apiClient = new ApiServerClient(options.apiServer, { logger: logger.child({ module: 'kubernetes_api' }), tokenRefreshMs: options.tokenRefreshMs, metrics });
+  // Informers start on a feature's first acquire and are stopped after every module has stopped.
+  const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
+  const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
   const modules = agentkModules(shared, configuration).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas }),
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -193,6 +199,9 @@ export function createAgentk(options: AgentOptions): Agentk {
         logger.error({ err, module: module.name }, 'module failed to stop');
       }
     }
+    informers.stop();
+    await informers.closed();
+    apiClient.close();
   }
 
   return {

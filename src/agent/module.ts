@@ -7,6 +7,7 @@
 import type { Logger } from '../shared/logger.js';
 import type { AgentOptions } from './app.js';
 import type { AgentConfigSections } from './configuration/agent-configuration-receiver.js';
+import type { Informers } from './informers/informers.js';
 import type { AgentMetrics } from './observability/metrics.js';
 import type { KasStreams } from './tunnel/kas-streams.js';
 import type { StreamHandlers } from './tunnel/stream-handlers.js';
@@ -36,6 +37,11 @@ export interface AgentkModuleContext {
   readonly configuration: AgentConfigSections;
   /** Streams towards kas: open one of a type kas serves (waiting for a session), or follow sessions. */
   readonly kas: KasStreams;
+  /**
+   * Shared list-and-watch caches of cluster objects (src/agent/informers): acquire in start, release
+   * in stop. They run until agentk has stopped every module.
+   */
+  readonly informers: Informers;
 }
 
 /** A feature of agentk as the app sees it before creating it. */

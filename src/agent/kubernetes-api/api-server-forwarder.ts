@@ -52,10 +52,9 @@ export class ApiServerForwarder {
     });
   }
 
-  /** Aborts every request in flight (their streams are reset) and closes idle upstream connections. */
+  /** Aborts every request in flight (their streams are reset); the client is closed by its owner. */
   close(): void {
     for (const e of [...this.active]) e.abort('GOING_AWAY');
-    this.client.close();
   }
 }
 

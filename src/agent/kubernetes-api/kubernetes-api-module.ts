@@ -17,6 +17,8 @@ export interface KubernetesApiOptions {
   logger: Logger;
   /** How often a token file is re-read at most, ms (default 60 s). */
   tokenRefreshMs?: number;
+  /** The client to use (shared with the informers; its owner closes it). Default: one of the module's own. */
+  client?: ApiServerClient;
   /** Deadline of the GET /version at start, ms. */
   versionTimeoutMs?: number;
 }
@@ -27,11 +29,13 @@ export class KubernetesApiModule implements AgentkModule {
   kubernetesVersion = '';
   private readonly options: KubernetesApiOptions;
   private readonly client: ApiServerClient;
+  private readonly ownsClient: boolean;
   private readonly forwarder: ApiServerForwarder;
 
   constructor(options: KubernetesApiOptions) {
     this.options = options;
-    this.client = new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs, metrics: options.metrics });
+    this.ownsClient = options.client === undefined;
+    this.client = options.client ?? new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs, metrics: options.metrics });
     this.forwarder = new ApiServerForwarder(this.client, options.metrics);
     options.handlers.register(HTTP_STREAM, (stream, logger) => this.forwarder.handle(stream, logger));
   }
@@ -45,5 +49,6 @@ export class KubernetesApiModule implements AgentkModule {
 
   async stop(): Promise<void> {
     this.forwarder.close();
+    if (this.ownsClient) this.client.close();
   }
 }
