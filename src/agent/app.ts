@@ -16,6 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers } from './informers/informers.js';
+import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -60,6 +61,10 @@ export interface AgentOptions {
   tokenRefreshMs?: number;
   /** Collect the process's default metrics (default true). */
   defaultMetrics?: boolean;
+  /** The Lease that elects the one pod that applies GitOps manifests and follows Flux. */
+  leaderElection?: LeaderElectionOptions;
+  /** How often the last applied GitOps manifests are applied again (drift), ms (default 5 min). */
+  gitopsReconcilePeriodMs?: number;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -90,7 +95,7 @@ interface Shared {
 }
 
 /** The modules of agentk, in start order (they stop in reverse). */
-function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): AgentkModuleFactory[] {
+function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leadership: AgentLeadership): AgentkModuleFactory[] {
   return [
     {
       name: 'observability',
@@ -165,6 +170,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub): Agentk
         };
       },
     },
+    { name: 'leader_election', create: () => leadership.module() },
   ];
 }
 
@@ -184,8 +190,9 @@ export function createAgentk(options: AgentOptions): Agentk {
   // Informers start on a feature's first acquire and are stopped after every module has stopped.
   const informers = new SharedInformers({ client: apiClient, metrics, logger: logger.child({ module: 'informers' }) });
   const shared: Shared = { kubernetesVersion: '', observability: null, pool: null, apiClient };
-  const modules = agentkModules(shared, configuration).map((factory) =>
-    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers }),
+  const leader = new AgentLeadership(options, kas, metrics, logger.child({ module: 'leader_election' }));
+  const modules = agentkModules(shared, configuration, leader).map((factory) =>
+    factory.create({ options, rootLogger: logger, logger: logger.child({ module: factory.name }), metrics, handlers, configuration, kas, informers, leader }),
   );
   const started: AgentkModule[] = [];
   let state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';

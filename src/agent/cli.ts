@@ -49,6 +49,13 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
     apiServer,
     podName: env.POD_NAME,
     podNamespace: env.POD_NAMESPACE,
+    leaderElection: {
+      leaseName: flags.leaderElectionLeaseName,
+      leaseDurationMs: flags.leaderElectionLeaseDurationMs,
+      renewDeadlineMs: flags.leaderElectionRenewDeadlineMs,
+      retryPeriodMs: flags.leaderElectionRetryPeriodMs,
+    },
+    gitopsReconcilePeriodMs: flags.gitopsReconcilePeriodMs,
   };
 }
 

@@ -11,6 +11,8 @@ import type { LevelWithSilent } from 'pino';
 import type { HeaderPair } from '../protocol/http.js';
 import { AgentConfigError } from './config-error.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
+import { parseDuration } from '../shared/duration.js';
+import { validateElectionTimings } from './leader-election/leader-elector.js';
 
 export interface AgentFlags {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -25,6 +27,13 @@ export interface AgentFlags {
   kubeconfig: string | undefined;
   context: string | undefined;
   logLevel: LevelWithSilent;
+  /** The leader election Lease's name (default agentk-<agent id>) and timings, ms. */
+  leaderElectionLeaseName: string | undefined;
+  leaderElectionLeaseDurationMs: number;
+  leaderElectionRenewDeadlineMs: number;
+  leaderElectionRetryPeriodMs: number;
+  /** How often the last applied GitOps manifests are applied again, ms. */
+  gitopsReconcilePeriodMs: number;
 }
 
 export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags };
@@ -32,6 +41,7 @@ export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags 
 export const DEFAULT_KAS_CONNECTIONS = 2;
 export const MAX_KAS_CONNECTIONS = 64;
 export const DEFAULT_OBSERVABILITY_LISTEN_ADDRESS = ':8080';
+export const DEFAULT_GITOPS_RECONCILE_PERIOD = '5m';
 
 interface FlagSpec {
   type: 'string' | 'boolean';
@@ -50,6 +60,11 @@ const FLAGS: Record<string, FlagSpec> = {
   kubeconfig: { type: 'string', value: 'FILE', help: 'kubeconfig to reach the API server (default: KUBECONFIG, else in a cluster its service account, else ~/.kube/config)' },
   context: { type: 'string', value: 'NAME', help: 'kubeconfig context to use (default: the kubeconfig\'s current context)' },
   'log-level': { type: 'string', value: 'LEVEL', help: `one of ${LOG_LEVELS.join(', ')} (default info)` },
+  'leader-election-lease-name': { type: 'string', value: 'NAME', help: 'Lease that elects the one pod applying GitOps and following Flux (default agentk-<agent id>)' },
+  'leader-election-lease-duration': { type: 'string', value: 'DURATION', help: 'how long a lease holds without renewal; a successor takes over after it (default 15s)' },
+  'leader-election-renew-deadline': { type: 'string', value: 'DURATION', help: 'a leader that could not renew for this long stops leading (default 10s)' },
+  'leader-election-retry-period': { type: 'string', value: 'DURATION', help: 'how often candidates try and the leader renews (default 2s)' },
+  'gitops-reconcile-period': { type: 'string', value: 'DURATION', help: `how often the last applied GitOps manifests are applied again, undoing drift (default ${DEFAULT_GITOPS_RECONCILE_PERIOD})` },
   help: { type: 'boolean', help: 'print this help and exit' },
 };
 
@@ -152,9 +167,31 @@ export function parseFlags(argv: readonly string[]): Command {
     if (one(name) === '') throw new AgentConfigError(`--${name}`, 'must not be empty');
   }
 
+  const duration = (name: string, fallback: string, min: number): number => {
+    const text = one(name) ?? fallback;
+    const ms = parseDuration(text);
+    if (ms === null || ms < min) throw new AgentConfigError(`--${name}`, `expected a duration of at least ${min} ms like "15s" or "2m", got ${JSON.stringify(text)}`);
+    return ms;
+  };
+  const leaderElectionLeaseDurationMs = duration('leader-election-lease-duration', '15s', 1000);
+  const leaderElectionRenewDeadlineMs = duration('leader-election-renew-deadline', '10s', 100);
+  const leaderElectionRetryPeriodMs = duration('leader-election-retry-period', '2s', 50);
+  const timings = validateElectionTimings(leaderElectionLeaseDurationMs, leaderElectionRenewDeadlineMs, leaderElectionRetryPeriodMs);
+  if (timings) throw new AgentConfigError('--leader-election-renew-deadline', timings);
+  const gitopsReconcilePeriodMs = duration('gitops-reconcile-period', DEFAULT_GITOPS_RECONCILE_PERIOD, 1000);
+  const leaseName = one('leader-election-lease-name');
+  if (leaseName !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(leaseName)) {
+    throw new AgentConfigError('--leader-election-lease-name', `expected a Kubernetes object name (lower case letters, digits, "-", "."), got ${JSON.stringify(leaseName)}`);
+  }
+
   return {
     command: 'run',
     flags: {
+      leaderElectionLeaseName: leaseName,
+      leaderElectionLeaseDurationMs,
+      leaderElectionRenewDeadlineMs,
+      leaderElectionRetryPeriodMs,
+      gitopsReconcilePeriodMs,
       kasAddress,
       tokenFile: one('token-file'),
       kasCaCertFile: one('kas-ca-cert-file'),

@@ -9,6 +9,7 @@ import type { AgentOptions } from './app.js';
 import type { AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { Informers } from './informers/informers.js';
 import type { AgentMetrics } from './observability/metrics.js';
+import type { Leadership } from './leader-election/leader-elector.js';
 import type { KasStreams } from './tunnel/kas-streams.js';
 import type { StreamHandlers } from './tunnel/stream-handlers.js';
 
@@ -42,6 +43,11 @@ export interface AgentkModuleContext {
    * in stop. They run until agentk has stopped every module.
    */
   readonly informers: Informers;
+  /**
+   * Whether this pod is the agent's leader (a Lease in agentk's namespace; module leader_election).
+   * Features that must run on one pod of the Deployment only (GitOps apply, Flux) follow it.
+   */
+  readonly leader: Leadership;
 }
 
 /** A feature of agentk as the app sees it before creating it. */

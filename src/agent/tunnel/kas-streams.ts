@@ -18,6 +18,8 @@ import type { TunnelStream } from '../../protocol/stream.js';
 export interface KasSession {
   /** kas's id of the connection (WELCOME `connectionId`), for logs. */
   readonly connectionId: string;
+  /** The agent's id as kas knows it (WELCOME `agentId`), null when kas did not say. */
+  readonly agentId: number | null;
   /** The stream types the kas behind this session serves. */
   readonly features: ReadonlySet<string>;
   /** Opens a stream on this session; throws TunnelError STREAM_REFUSED once it is draining or closed. */
@@ -43,6 +45,7 @@ interface Waiter {
 
 class KasSessionEntry implements KasSession {
   readonly connectionId: string;
+  readonly agentId: number | null;
   readonly features: ReadonlySet<string>;
   private readonly session: Session;
   private ended = false;
@@ -51,6 +54,7 @@ class KasSessionEntry implements KasSession {
   constructor(session: Session, welcome: Head) {
     this.session = session;
     this.connectionId = typeof welcome.connectionId === 'string' ? welcome.connectionId.slice(0, 64) : '';
+    this.agentId = typeof welcome.agentId === 'number' && Number.isSafeInteger(welcome.agentId) && welcome.agentId > 0 ? welcome.agentId : null;
     const features = Array.isArray(welcome.features) ? welcome.features.filter((f): f is string => typeof f === 'string').slice(0, 64) : [];
     this.features = new Set(features);
   }
