@@ -15,7 +15,9 @@ import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
+import { createFluxModule } from './flux/module.js';
 import { SharedInformers } from './informers/informers.js';
+import { KubeJson } from './kubernetes-api/kube-json.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
@@ -65,6 +67,22 @@ export interface AgentOptions {
   leaderElection?: LeaderElectionOptions;
   /** How often the last applied GitOps manifests are applied again (drift), ms (default 5 min). */
   gitopsReconcilePeriodMs?: number;
+  /** Flux reconcile-on-push (src/agent/flux): off without `gitlabUrls`. */
+  flux?: AgentFluxOptions;
+}
+
+/** Flux reconcile-on-push options (flags --gitlab-external-url, --flux-notification-controller-url). */
+export interface AgentFluxOptions {
+  /** Where GitLab (standalone: the Git server) serves repositories; GitRepositories under them are followed. */
+  gitlabUrls: ReadonlyArray<string | URL>;
+  /** Base URL of Flux's webhook receiver (default http://webhook-receiver.flux-system.svc.cluster.local). */
+  notificationControllerUrl?: string | URL;
+  /** How often the Flux APIs are looked for again, ms (default 5 min). */
+  discoveryIntervalMs?: number;
+  /** How often every Receiver is made sure of again, ms (default 60 s). */
+  resyncIntervalMs?: number;
+  /** Reopen backoff of the flux_git_push stream. */
+  backoff?: Partial<BackoffOptions>;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -171,6 +189,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
       },
     },
     { name: 'leader_election', create: () => leadership.module() },
+    { name: 'flux', create: (ctx) => createFluxModule(ctx, new KubeJson(shared.apiClient)) },
   ];
 }
 

@@ -56,6 +56,7 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
       retryPeriodMs: flags.leaderElectionRetryPeriodMs,
     },
     gitopsReconcilePeriodMs: flags.gitopsReconcilePeriodMs,
+    flux: { gitlabUrls: flags.gitlabExternalUrls, notificationControllerUrl: flags.fluxNotificationControllerUrl },
   };
 }
 

@@ -79,7 +79,7 @@ export class FluxPushClient {
     const signal = this.abort.signal;
     while (!signal.aborted) {
       const started = Date.now();
-      let reason: 'stalled' | 'closed' | 'error' = 'closed';
+      let reason: 'stalled' | 'closed' | 'error';
       try {
         reason = await this.once(signal);
       } catch (err) {
