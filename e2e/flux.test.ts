@@ -197,7 +197,7 @@ beforeAll(async () => {
   });
   replicas.push(stack.kas);
   await startReplica();
-  balancer = await startBalancer(() => replicas.map((r) => r.addresses.agent));
+  balancer = await startBalancer(() => replicas.map((r) => r.addresses.agent).filter((a): a is string => a !== undefined));
 }, 180_000);
 
 afterAll(async () => {

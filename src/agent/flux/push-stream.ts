@@ -56,10 +56,8 @@ export class FluxPushClient {
   }
 
   async stop(): Promise<void> {
+    // Aborting resets the open stream (kas forgets the subscription) and ends the loop.
     this.abort.abort(new Error('flux is stopping'));
-    const s = this.stream;
-    if (s && !s.destroyed) s.end();
-    this.stream = null;
     await this.running;
   }
 
@@ -140,7 +138,10 @@ export class FluxPushClient {
         outcome = 'stalled';
         stream.reset('CANCELLED', 'no heartbeat from kas');
       }
+      const onAbort = () => stream.reset('CANCELLED', 'agentk is stopping');
+      signal.addEventListener('abort', onAbort, { once: true });
       const finish = () => {
+        signal.removeEventListener('abort', onAbort);
         clearTimeout(watchdog);
         if (this.stream === stream) this.stream = null;
         resolve(outcome);
