@@ -39,7 +39,7 @@ describe('FluxPushHub', () => {
     kasSide = new Session(a, { role: 'server' });
     agentSide = new Session(b, { role: 'client', hello: {} });
     await Promise.all([kasSide.ready, agentSide.ready]);
-    connection = { connectionId: 'c1', identity: { agentId: 1, agentName: 'prod', projectId: 5 }, session: kasSide, connectedAt: new Date(), meta: { version: '', commit: '', podName: '', podNamespace: '', kubernetesVersion: '', features: [] }, token: 'glagent-secret' };
+    connection = { connectionId: 'c1', identity: { agentId: 1, agentName: 'prod', projectId: 5 }, session: kasSide, connectedAt: new Date(), meta: { version: '', commit: '', podName: '', podNamespace: '', kubernetesVersion: '', features: [] }, agentToken: () => 'glagent-secret' };
     hub = new FluxPushHub({ access: o.access, heartbeatMs: 100, maxProjects: o.maxProjects ?? 10, recheckMs: 3_600_000, retryMs: 3_600_000, metrics: new FluxMetrics(new Registry()), logger: silent });
     kasSide.on('stream', (s: TunnelStream) => hub.serve(s, connection, silent));
   }

@@ -186,7 +186,7 @@ class FluxSubscriber {
       for (const p of projects) result.accepted.push({ path: p, projectId: null });
       return result;
     }
-    const token = this.connection.token;
+    const token = this.connection.agentToken?.();
     if (token === undefined) {
       for (const p of projects) result.refused.push({ project: p, reason: 'kas has no agent token to ask GitLab with' });
       return result;

@@ -182,7 +182,7 @@ export class AgentListener {
     session.ready.then(
       (hello) => {
         const meta = agentMetaFromHello(hello);
-        const connection: AgentConnection = { connectionId, identity, session, connectedAt: new Date(), meta, token };
+        const connection: AgentConnection = { connectionId, identity, session, connectedAt: new Date(), meta, agentToken: () => token };
         unregister = registry.register(connection);
         session.on('stream', (stream) => this.deps.streams.dispatch(stream, connection, logger));
         metrics.connectedAgents.set(registry.agentCount);

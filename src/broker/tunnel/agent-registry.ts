@@ -24,10 +24,10 @@ export interface AgentConnection {
   readonly connectedAt: Date;
   readonly meta: AgentMeta;
   /**
-   * The agent token the connection authenticated with, for GitLab calls made on the agent's behalf
-   * (project_info for Flux and GitOps). Never log it.
+   * The agent's token, for calls kas makes to GitLab on the agent's behalf (GitOps: project_info).
+   * A function, so that logging a connection never prints it. Absent in tests that build connections.
    */
-  readonly token?: string;
+  readonly agentToken?: () => string;
 }
 
 export class AgentRegistry {
