@@ -6,6 +6,7 @@
  * against a real kube-apiserver. Plus a real `helm install` of each chart into that API server.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseFlags } from '../src/agent/flags.js';
@@ -125,6 +126,46 @@ function clusterRoleBinding(objects: K8sObject[], role: string): K8sObject {
   return binding;
 }
 
+type Rule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
+const FEATURE_LABEL = 'gitlab.com/agentk-feature';
+const FLUX_NAMESPACE = 'flux-apps';
+const READ = ['get', 'list', 'watch'];
+
+/** The RBAC objects of agentk's features (templates/features-rbac.yaml), as "Kind/name" sorted. */
+function featureObjects(objects: K8sObject[]): string[] {
+  return kinds(objects.filter((o) => o.metadata.labels?.[FEATURE_LABEL] !== undefined));
+}
+
+/** The rules of a feature's ClusterRole, checked to be bound to agentk's ServiceAccount. */
+function featureClusterRole(objects: K8sObject[], feature: string): Rule[] {
+  const role = findObject(objects, 'ClusterRole', `e2e-agentk-${feature}`);
+  expect(role.metadata.labels?.[FEATURE_LABEL]).toBe(feature);
+  clusterRoleBinding(objects, role.metadata.name);
+  return role.rules as Rule[];
+}
+
+/** The rules of a feature's Role in `namespace`, checked to be bound to agentk's ServiceAccount. */
+function featureRole(objects: K8sObject[], name: string, namespace: string): Rule[] {
+  const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === `e2e-agentk-${name}` && o.metadata.namespace === namespace);
+  if (!role) throw new Error(`no Role e2e-agentk-${name} in ${namespace}; rendered: ${kinds(objects).join(', ')}`);
+  const binding = objects.find((o) => o.kind === 'RoleBinding' && o.metadata.namespace === namespace && (o.roleRef as { kind: string; name: string }).name === role.metadata.name);
+  if (!binding) throw new Error(`no RoleBinding to Role ${role.metadata.name} in ${namespace}`);
+  expect((binding.roleRef as { kind: string }).kind).toBe('Role');
+  expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: podSpec(objects).serviceAccountName, namespace: NAMESPACE }]);
+  return role.rules as Rule[];
+}
+
+const WORKLOAD_HEALTH_RULES: Rule[] = [
+  { apiGroups: [''], resources: ['pods'], verbs: READ },
+  { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'daemonsets'], verbs: READ },
+  { apiGroups: ['batch'], resources: ['jobs'], verbs: READ },
+];
+const FLUX_RULES: Rule[] = [
+  { apiGroups: ['source.toolkit.fluxcd.io'], resources: ['gitrepositories'], verbs: READ },
+  { apiGroups: ['notification.toolkit.fluxcd.io'], resources: ['receivers'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
+];
+const FLUX_SECRETS_RULE: Rule = { apiGroups: [''], resources: ['secrets'], verbs: ['create', 'get', 'update', 'delete'] };
+
 const agentkBase = { config: { kasAddress: KAS_ADDRESS, token: AGENT_TOKEN } };
 const agentkCases: Array<{ name: string; values: Values; check: (objects: K8sObject[]) => void }> = [
   {
@@ -146,6 +187,60 @@ const agentkCases: Array<{ name: string; values: Values; check: (objects: K8sObj
       expect((deployment.spec as { replicas: number }).replicas).toBe(2);
       const pdb = findObject(objects, 'PodDisruptionBudget');
       expect(pdb.apiVersion).toBe('policy/v1beta1');
+      // No feature is on by default: no role of theirs.
+      expect(featureObjects(objects)).toEqual([]);
+      expect(objects.filter((o) => o.kind === 'Role' || o.kind === 'RoleBinding')).toEqual([]);
+      // The installation is reported to kas with the registration.
+      const env = Object.fromEntries((container(objects).env ?? []).map((e) => [e.name, e.value]));
+      expect(env.GITLAB_AGENT_TELEMETRY_INSTALLATION_METHOD).toBe('helm');
+      expect(env.GITLAB_AGENT_TELEMETRY_HELM_CHART_VERSION).toBe((parseYaml(readFileSync(path.join(CHARTS.agentk, 'Chart.yaml'), 'utf8')) as { version: string }).version);
+    },
+  },
+  {
+    name: 'features: cluster events and workload health (read only)',
+    values: { ...agentkBase, features: { clusterEvents: true, workloadHealth: true } },
+    check(objects) {
+      checkAgentk(objects, null);
+      expect(featureClusterRole(objects, 'cluster-events')).toEqual([{ apiGroups: [''], resources: ['events'], verbs: READ }]);
+      expect(featureClusterRole(objects, 'workload-health')).toEqual(WORKLOAD_HEALTH_RULES);
+      expect(featureObjects(objects)).toEqual([
+        'ClusterRole/e2e-agentk-cluster-events',
+        'ClusterRole/e2e-agentk-workload-health',
+        'ClusterRoleBinding/e2e-agentk-cluster-events',
+        'ClusterRoleBinding/e2e-agentk-workload-health',
+      ]);
+    },
+  },
+  {
+    name: 'features: gitops (default rules on everything) and flux with secrets in listed namespaces',
+    values: { ...agentkBase, features: { gitops: true, flux: true }, flux: { secretNamespaces: [FLUX_NAMESPACE] } },
+    check(objects) {
+      checkAgentk(objects, null);
+      expect(featureClusterRole(objects, 'gitops')).toEqual([{ apiGroups: ['*'], resources: ['*'], verbs: ['create', 'patch', 'update', 'delete', 'get', 'list'] }]);
+      expect(featureRole(objects, 'gitops-leader-election', NAMESPACE)).toEqual([{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] }]);
+      // Secrets only in the listed namespace, not in the ClusterRole.
+      expect(featureClusterRole(objects, 'flux')).toEqual(FLUX_RULES);
+      expect(featureRole(objects, 'flux-secrets', FLUX_NAMESPACE)).toEqual([FLUX_SECRETS_RULE]);
+      expect(featureObjects(objects).filter((o) => /events|health/.test(o))).toEqual([]);
+    },
+  },
+  {
+    name: 'features: flux with secrets cluster-wide, gitops with narrowed rules',
+    values: { ...agentkBase, features: { gitops: true, flux: true }, gitops: { rbac: [{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch', 'get', 'list'] }] } },
+    check(objects) {
+      checkAgentk(objects, null);
+      expect(featureClusterRole(objects, 'gitops')).toEqual([{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch', 'get', 'list'] }]);
+      expect(featureClusterRole(objects, 'flux')).toEqual([...FLUX_RULES, FLUX_SECRETS_RULE]);
+      expect(objects.filter((o) => o.kind === 'Role').map((o) => o.metadata.name)).toEqual(['e2e-agentk-gitops-leader-election']);
+    },
+  },
+  {
+    name: 'features on with cluster-admin RBAC: no feature roles (cluster-admin grants it all)',
+    values: { ...agentkBase, rbac: { clusterAdmin: true }, features: { clusterEvents: true, workloadHealth: true, gitops: true, flux: true } },
+    check(objects) {
+      checkAgentk(objects, null);
+      clusterRoleBinding(objects, 'cluster-admin');
+      expect(featureObjects(objects)).toEqual([]);
     },
   },
   {
@@ -396,6 +491,7 @@ beforeAll(async () => {
   cluster = await startCluster();
   k = await Kubectl.create({ server: cluster.url, caPem: cluster.caPem, token: cluster.adminToken });
   assertSucceeded(await k.run(['create', 'namespace', NAMESPACE]));
+  assertSucceeded(await k.run(['create', 'namespace', FLUX_NAMESPACE]));
   assertSucceeded(await k.run(['apply', '-f', '-'], { input: JSON.stringify(SERVICE_MONITOR_CRD) }));
   assertSucceeded(await k.run(['wait', '--for=condition=Established', '--timeout=30s', `crd/${SERVICE_MONITOR_CRD.metadata.name}`]));
 }, 120_000);

@@ -16,7 +16,7 @@ import { BUILD_INFO } from '../shared/version.js';
 import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { createFluxModule } from './flux/module.js';
-import { SharedInformers } from './informers/informers.js';
+import { SharedInformers, type Informers } from './informers/informers.js';
 import { KubeJson } from './kubernetes-api/kube-json.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
@@ -98,6 +98,8 @@ export interface Agentk {
   readonly liveSessions: number;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** The informer layer the modules share (stopped when agentk stops). */
+  readonly informers: Informers;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -233,6 +235,7 @@ export function createAgentk(options: AgentOptions): Agentk {
   return {
     metrics,
     logger,
+    informers,
     get observabilityAddress() {
       return shared.observability!.address;
     },

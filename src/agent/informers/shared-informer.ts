@@ -205,6 +205,8 @@ export class SharedInformer {
           needList = false;
         } catch (err) {
           if (this.stopped) return;
+          // A continue token that expired between two pages: start the list over at once.
+          if (err instanceof HttpError && err.status === 410) continue;
           this.warn(err, 'cannot list');
           await this.sleep(this.backoff.next());
           continue;
@@ -316,11 +318,27 @@ export class SharedInformer {
       throw new HttpError(res.statusCode ?? 0, `HTTP ${res.statusCode} from the watch: ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`);
     }
     res.socket?.setKeepAlive(true, 30_000);
-    // A watch that got an answer has reached the server: count its end from here, not its attempt.
+    // The server ends the watch after `timeout` s and sends bookmarks meanwhile: a watch silent for
+    // much longer sits on a dead connection that TCP has not noticed yet.
+    let lastDataAt = Date.now();
+    const silentMs = (timeout + 60) * 1000;
+    const deadman = setInterval(() => {
+      if (Date.now() - lastDataAt > silentMs) res.destroy(new Error(`the watch was silent for ${Math.round(silentMs / 1000)} s`));
+    }, Math.min(30_000, silentMs));
+    try {
+      return await this.readWatch(res, () => (lastDataAt = Date.now()));
+    } finally {
+      clearInterval(deadman);
+    }
+  }
+
+  /** Reads a watch's lines and applies them; resolves with why the watch ended. */
+  private async readWatch(res: IncomingMessage, onData: () => void): Promise<WatchRestartReason> {
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let sawEvent = false;
     for await (const chunk of res) {
+      onData();
       let data = chunk as Buffer;
       let newline = data.indexOf(10);
       while (newline !== -1) {
