@@ -272,6 +272,19 @@ test('without the Flux CRDs agentk idles and says so once; with them a push reac
     const fresh = await startReplica();
     await pushArrives(fresh, 'default/gitlab-agent-app', `a push after kas replica restart ${i + 1}`);
   }
+  // Latency from the API call to the signed webhook call, one push at a time (20 pushes).
+  const latencies: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const before = callsFor('default/gitlab-agent-app').length;
+    const started = performance.now();
+    expect(await push(replicas[i % 2]!, APP_PROJECT)).toBe(204);
+    await waitFor(() => callsFor('default/gitlab-agent-app').length > before, `push ${i + 1} to arrive`, 30_000, { intervalMs: 2 });
+    latencies.push(performance.now() - started);
+  }
+  latencies.sort((x, y) => x - y);
+  process.stderr.write(`flux e2e: git_push_event → signed Receiver call over 20 pushes: p50 ${latencies[9]!.toFixed(1)} ms, max ${latencies[19]!.toFixed(1)} ms\n`);
+  expect(callsFor('default/gitlab-agent-app').every((c) => c.valid)).toBe(true);
+
   const metrics = await (await fetch(`http://${stack.agent!.observabilityAddress}/metrics`)).text();
   expect(metrics).toMatch(/agentk_flux_webhook_calls_total\{result="ok"\} [1-9]/);
   expect(metrics).toMatch(/agentk_flux_notifications_received_total [1-9]/);
