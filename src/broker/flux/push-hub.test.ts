@@ -14,7 +14,7 @@ import { waitFor } from '../../../test/support/wait.js';
 import type { AgentConnection } from '../tunnel/agent-registry.js';
 import { FluxMetrics } from './metrics.js';
 import type { ProjectAccess, ProjectAccessChecker } from './project-access.js';
-import { FluxPushHub } from './push-hub.js';
+import { FluxPushHub, MAX_FLUX_STREAMS_PER_AGENT } from './push-hub.js';
 
 const silent = createLogger({ name: 'test', level: 'silent' });
 
@@ -115,6 +115,16 @@ describe('FluxPushHub', () => {
     const again = await open();
     again.stream.write(encodeFluxMessage({ type: 'subscribe', projects: ['a/b'] }));
     await waitFor(() => again.messages.some((m) => m.type === 'subscribed'), 'a new stream to work');
+  });
+
+  test('an agent may have a bounded number of streams open', async () => {
+    await setUp({ access: null });
+    const streams = await Promise.all(Array.from({ length: MAX_FLUX_STREAMS_PER_AGENT }, () => open()));
+    const extra = agentSide.openStream({ t: FLUX_GIT_PUSH_STREAM });
+    expect((await errorOf(extra)).code).toBe('STREAM_LIMIT');
+    streams[0]!.stream.reset('CANCELLED');
+    await waitFor(() => hub.streamCount === MAX_FLUX_STREAMS_PER_AGENT - 1, 'kas to forget the reset stream');
+    await open();
   });
 
   test('stopping kas ends the streams', async () => {

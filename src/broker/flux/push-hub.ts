@@ -45,8 +45,12 @@ export interface FluxPushHubOptions {
   checkConcurrency?: number;
 }
 
+/** Open flux_git_push streams one agent may have on one replica (its leader needs one; restarts overlap briefly). */
+export const MAX_FLUX_STREAMS_PER_AGENT = 8;
+
 export class FluxPushHub {
   private readonly subscribers = new Set<FluxSubscriber>();
+  private readonly perAgent = new Map<number, number>();
   private stopped = false;
 
   constructor(private readonly o: FluxPushHubOptions) {}
@@ -61,7 +65,20 @@ export class FluxPushHub {
       stream.reset('STREAM_REFUSED', 'kas is stopping');
       return;
     }
-    const subscriber = new FluxSubscriber(stream, connection, logger.child({ feature: 'flux' }), this.o, () => this.subscribers.delete(subscriber));
+    const agentId = connection.identity.agentId;
+    const open = this.perAgent.get(agentId) ?? 0;
+    if (open >= MAX_FLUX_STREAMS_PER_AGENT) {
+      logger.warn({ agentId }, 'agent opened too many flux_git_push streams: refusing one');
+      stream.reset('STREAM_LIMIT', `at most ${MAX_FLUX_STREAMS_PER_AGENT} flux_git_push streams per agent`);
+      return;
+    }
+    this.perAgent.set(agentId, open + 1);
+    const subscriber = new FluxSubscriber(stream, connection, logger.child({ feature: 'flux' }), this.o, () => {
+      this.subscribers.delete(subscriber);
+      const n = (this.perAgent.get(agentId) ?? 1) - 1;
+      if (n <= 0) this.perAgent.delete(agentId);
+      else this.perAgent.set(agentId, n);
+    });
     this.subscribers.add(subscriber);
     this.o.metrics.streams.inc();
   }
