@@ -110,10 +110,10 @@ async function gitRepository(namespace: string, name: string, url: string, versi
   await ok(cluster.request('POST', `/apis/source.toolkit.fluxcd.io/${version}/namespaces/${namespace}/gitrepositories`, { apiVersion: `source.toolkit.fluxcd.io/${version}`, kind: 'GitRepository', metadata: { name, namespace }, spec: { url, interval: '10m', ref: { branch: 'main' } } }), `create GitRepository ${name}`);
 }
 
-function push(kas: KasApp, project: { id: number; fullPath: string }): Promise<number> {
+function push(kas: KasApp, project: { id: number; fullPath: string }, secret: Uint8Array = gl.secret): Promise<number> {
   const body = Buffer.from(JSON.stringify({ object_kind: 'push', project: { id: project.id, full_path: project.fullPath } }));
   return new Promise((resolve, reject) => {
-    const req = http.request(`http://${kas.addresses.api}/api/v1/git_push_event`, { method: 'POST', headers: { authorization: `Bearer ${gitlabToKasJwt(gl.secret)}`, 'content-type': 'application/json', 'content-length': String(body.length) }, agent: false }, (res) => {
+    const req = http.request(`http://${kas.addresses.api}/api/v1/git_push_event`, { method: 'POST', headers: { authorization: `Bearer ${gitlabToKasJwt(secret)}`, 'content-type': 'application/json', 'content-length': String(body.length) }, agent: false }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
@@ -149,10 +149,14 @@ async function startReplica(): Promise<KasApp> {
   return app;
 }
 
+function fluxOptions() {
+  return { gitlabUrls: [GITLAB_URL], notificationControllerUrl: receiverUrl, discoveryIntervalMs: 500, resyncIntervalMs: 2000 };
+}
+
 function agentOptions() {
   return {
     kasAddress: `wss://${balancer.address}/`,
-    flux: { gitlabUrls: [GITLAB_URL], notificationControllerUrl: receiverUrl, discoveryIntervalMs: 500, resyncIntervalMs: 2000 },
+    flux: fluxOptions(),
     leaderElection: { namespace: 'default', leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 200 },
   };
 }
@@ -289,3 +293,36 @@ test('without the Flux CRDs agentk idles and says so once; with them a push reac
   expect(metrics).toMatch(/agentk_flux_webhook_calls_total\{result="ok"\} [1-9]/);
   expect(metrics).toMatch(/agentk_flux_notifications_received_total [1-9]/);
 }, 300_000);
+
+test('standalone kas: pushes are matched by full_path, and reach the Receiver signed', async () => {
+  // The GitLab-mode agentk leaves; a standalone kas and its agentk take over the same cluster.
+  await stack.agent!.stop();
+  const apiSecret = randomBytes(32);
+  const apiSecretFile = join(dir, 'api.secret');
+  writeFileSync(apiSecretFile, `${apiSecret.toString('base64')}\n`);
+  const standalone = await startStack({
+    upstream: { url: cluster.url, caPem: cluster.caPem, token: cluster.adminToken },
+    kas: { api: { listen: { address: '127.0.0.1:0', authentication_secret_file: apiSecretFile } }, agent: { flux: { heartbeat_interval: '1s' } } },
+    agent: { flux: fluxOptions(), leaderElection: { namespace: 'default', leaseName: 'agentk-flux-standalone', leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 200 } },
+  });
+  try {
+    await waitFor(() => standalone.agentLogs.text.includes('flux_git_push stream open'), 'the standalone agentk to subscribe', 30_000);
+    const before = callsFor('default/gitlab-agent-app').length;
+    const otherBefore = callsFor('default/gitlab-agent-private').length;
+    await waitFor(
+      async () => {
+        // Standalone: no GitLab to ask, every project is followed; the id means nothing, the path decides.
+        expect(await push(standalone.kas, { id: 424242, fullPath: 'ACME/app' }, apiSecret)).toBe(204);
+        await new Promise((r) => setTimeout(r, 300));
+        return callsFor('default/gitlab-agent-app').length > before;
+      },
+      'a standalone push to reach the Receiver',
+      60_000,
+      { intervalMs: 200 },
+    );
+    expect(callsFor('default/gitlab-agent-app').slice(before).every((c) => c.valid)).toBe(true);
+    expect(callsFor('default/gitlab-agent-private')).toHaveLength(otherBefore);
+  } finally {
+    await standalone.close();
+  }
+}, 120_000);
