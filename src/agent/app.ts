@@ -13,12 +13,13 @@ import type { HeaderPair } from '../protocol/http.js';
 import type { SessionLimits, SessionTuning } from '../protocol/limits.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { BUILD_INFO } from '../shared/version.js';
-import { AgentConfigSectionsHub, AgentConfigurationReceiver } from './configuration/agent-configuration-receiver.js';
+import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSections } from './configuration/agent-configuration-receiver.js';
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { createFluxModule } from './flux/module.js';
 import { SharedInformers, type Informers } from './informers/informers.js';
 import { KubeJson } from './kubernetes-api/kube-json.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
+import { GitopsModule } from './gitops/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
 import { KubernetesApiModule } from './kubernetes-api/kubernetes-api-module.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
@@ -100,6 +101,10 @@ export interface Agentk {
   readonly logger: Logger;
   /** The informer layer the modules share (stopped when agentk stops). */
   readonly informers: Informers;
+  /** Streams towards kas, as modules see them (ctx.kas): for integration tests of a feature's agentk half. */
+  readonly kas: KasStreams;
+  /** The agent configuration in force, by section (ctx.configuration). */
+  readonly configuration: AgentConfigSections;
 }
 
 export const DEFAULT_DRAIN_GRACE_MS = 5000;
@@ -192,6 +197,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
     },
     { name: 'leader_election', create: () => leadership.module() },
     { name: 'flux', create: (ctx) => createFluxModule(ctx, new KubeJson(shared.apiClient)) },
+    { name: 'gitops', create: (ctx) => new GitopsModule(ctx) },
   ];
 }
 
@@ -236,6 +242,8 @@ export function createAgentk(options: AgentOptions): Agentk {
     metrics,
     logger,
     informers,
+    kas,
+    configuration,
     get observabilityAddress() {
       return shared.observability!.address;
     },

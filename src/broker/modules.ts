@@ -6,6 +6,8 @@ import { agentConfigurationModule } from './agent-configuration/module.js';
 import { fluxModule } from './flux/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
+import { gitopsModule } from './gitops/module.js';
+import { gitopsStatusModule } from './gitops/status-module.js';
 import { kubernetesApiModule } from './kubernetes-api/module.js';
 import { observabilityModule } from './observability/module.js';
 import { replicasModule } from './replicas/module.js';
@@ -22,6 +24,8 @@ export const KAS_MODULES = [
   kubernetesApiModule,
   agentConfigurationModule,
   fluxModule,
+  gitopsModule,
+  gitopsStatusModule,
   apiModule,
   usageMetricsModule,
 ] as const;

@@ -44,8 +44,23 @@ export interface AgentConfigDocument {
     };
     [key: string]: unknown;
   };
+  /**
+   * The manifest projects agentk follows (the GitOps feature): kas validated the entries and filled
+   * in each missing `id` with the configuration project's id (GitLab mode). agentk opens one
+   * `gitops_manifests` stream per id (src/protocol/gitops.ts); kas sends the other keys' effect with
+   * each snapshot.
+   */
+  gitops?: {
+    manifest_projects?: Array<{ id?: string; [key: string]: unknown }>;
+    [key: string]: unknown;
+  };
   [key: string]: unknown;
 }
+
+/** Most manifest projects of the `gitops` section. */
+export const MAX_GITOPS_MANIFEST_PROJECTS = 100;
+/** Longest manifest project id. */
+export const MAX_GITOPS_PROJECT_ID_LENGTH = 1024;
 
 export interface AgentConfigReply {
   /** True when agentk put the configuration in force. */
@@ -108,6 +123,21 @@ export function decodeAgentConfigData(data: Uint8Array): AgentConfigDocument {
       if (level !== undefined && !(AGENT_LOG_LEVELS as readonly unknown[]).includes(level)) {
         throw bad(`observability.logging.level must be one of ${AGENT_LOG_LEVELS.join(', ')}`);
       }
+    }
+  }
+  const gitops = doc.gitops;
+  if (gitops !== undefined) {
+    if (!isMap(gitops)) throw bad('gitops must be an object');
+    const projects = gitops.manifest_projects;
+    if (projects !== undefined) {
+      if (!Array.isArray(projects) || projects.length > MAX_GITOPS_MANIFEST_PROJECTS) throw bad(`gitops.manifest_projects must be a list of at most ${MAX_GITOPS_MANIFEST_PROJECTS} entries`);
+      projects.forEach((p: unknown, i) => {
+        if (!isMap(p)) throw bad(`gitops.manifest_projects[${i}] must be an object`);
+        const id = p.id;
+        if (id !== undefined && (typeof id !== 'string' || id === '' || id.length > MAX_GITOPS_PROJECT_ID_LENGTH)) {
+          throw bad(`gitops.manifest_projects[${i}].id must be a non-empty string of at most ${MAX_GITOPS_PROJECT_ID_LENGTH} characters`);
+        }
+      });
     }
   }
   return doc as AgentConfigDocument;

@@ -17,7 +17,8 @@
  *   `GET|HEAD /projects/:id/repository/files/:path?ref=` (ref required; JSON with base64 content, and the
  *   `X-Gitlab-*` headers), `GET /projects/:id/repository/tree?path=&ref=&recursive=&page=&per_page=`
  *   (offset pagination as GitLab; `pagination=none` with `recursive=true` lists everything at once),
- *   `GET /projects/:id/repository/branches/:branch`. `:id` is a numeric id or a URL-encoded full path;
+ *   `GET /projects/:id/repository/branches/:branch`, `GET /projects/:id/repository/commits/:sha` (a commit
+ *   id, branch or tag name; 404 `{"message":"404 Commit Not Found"}`). `:id` is a numeric id or a URL-encoded full path;
  *   `:path` and `:branch` are single URL-encoded segments (a raw `/` inside them is a 404, as GitLab).
  * - Anything else: 404 `{"message":"404 Not Found"}`; a known path with another method: 405.
  *
@@ -319,6 +320,8 @@ export interface FakeGitLab {
   deleteFile(projectId: number, ref: string, path: string): string;
   /** The head commit id of a branch, or undefined if it has no commits. */
   headCommit(projectId: number, ref: string): string | undefined;
+  /** Points a tag at a commit (default: the default branch's head); refs and `commits/:sha` then resolve its name. */
+  setTag(projectId: number, name: string, commitId?: string): void;
 
   /** Every call received, in arrival order. Tests may truncate it (`calls.length = 0`). */
   readonly calls: RecordedCall[];
@@ -490,7 +493,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
 
   function resolveRef(project: ProjectState, ref: string | null): CommitState | undefined {
     const name = ref === null ? project.defaultBranch : ref.replace(/^refs\/heads\//, '');
-    const byName = project.refs.get(name);
+    const byName = project.refs.get(name) ?? project.refs.get(`refs/tags/${name.replace(/^refs\/tags\//, '')}`);
     if (byName !== undefined) return project.commits.get(byName);
     if (!/^[0-9a-f]{7,40}$/.test(name)) return undefined;
     const matches = [...project.commits.values()].filter((c) => c.id.startsWith(name));
@@ -778,6 +781,35 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     };
   }
 
+  function commitJson(ctx: RequestContext, project: ProjectState, commit: CommitState) {
+    return {
+      id: commit.id,
+      short_id: commit.shortId,
+      created_at: commit.createdAt,
+      parent_ids: commit.parentIds,
+      title: commit.title,
+      message: `${commit.title}\n`,
+      author_name: 'Fake GitLab',
+      author_email: 'fake@gitlab.example.com',
+      authored_date: commit.createdAt,
+      committer_name: 'Fake GitLab',
+      committer_email: 'fake@gitlab.example.com',
+      committed_date: commit.createdAt,
+      trailers: {},
+      extended_trailers: {},
+      web_url: `${ctx.origin}/${project.fullPath}/-/commit/${commit.id}`,
+    };
+  }
+
+  /** `GET /projects/:id/repository/commits/:sha`: a commit by id, branch or tag name. */
+  function commitByRef(ctx: RequestContext): Reply {
+    const project = repositoryProject(ctx);
+    const ref = decodeSegment(ctx.params.sha ?? '');
+    const commit = resolveRef(project, ref);
+    if (!commit) throw new HttpError(404, '404 Commit Not Found');
+    return { status: 200, json: { ...commitJson(ctx, project, commit), stats: { additions: 0, deletions: 0, total: 0 }, status: null, project_id: project.id, last_pipeline: null } };
+  }
+
   function branch(ctx: RequestContext): Reply {
     const project = repositoryProject(ctx);
     const name = decodeSegment(ctx.params.branch ?? '');
@@ -829,6 +861,7 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     { pattern: ['projects', ':id', 'repository', 'files', ':file'], methods: ['GET', 'HEAD'], handle: fileMetadata },
     { pattern: ['projects', ':id', 'repository', 'tree'], methods: ['GET'], handle: tree },
     { pattern: ['projects', ':id', 'repository', 'branches', ':branch'], methods: ['GET'], handle: branch },
+    { pattern: ['projects', ':id', 'repository', 'commits', ':sha'], methods: ['GET'], handle: commitByRef },
   ];
 
   function route(ctx: RequestContext, subPath: string): Reply {
@@ -1060,6 +1093,12 @@ export async function startFakeGitLab(options: FakeGitLabOptions = {}): Promise<
     },
     headCommit(projectId, ref) {
       return projects.get(projectId)?.refs.get(ref);
+    },
+    setTag(projectId, name, commitId) {
+      const project = projectOrThrow(projectId, 'setTag');
+      const target = commitId ?? project.refs.get(project.defaultBranch);
+      if (target === undefined || !project.commits.has(target)) throw new Error(`setTag: no commit ${String(commitId)} in project ${projectId}`);
+      project.refs.set(`refs/tags/${name}`, target);
     },
 
     callsTo(path) {

@@ -24,6 +24,8 @@ export interface KubeRequestOptions {
   signal?: AbortSignal;
   /** Gives up after this long, ms (default 30 s). */
   timeoutMs?: number;
+  /** Accept header (default application/json). */
+  accept?: string;
 }
 
 /** Largest answer body read (list answers of a large namespace are the big ones). */
@@ -35,7 +37,7 @@ export class KubeJson {
   /** Sends one request (body as JSON unless a Buffer/string), resolves with status and parsed body. Rejects on transport errors. */
   async request(method: string, path: string, body?: unknown, options: KubeRequestOptions = {}): Promise<KubeResponse> {
     const payload = body === undefined ? undefined : typeof body === 'string' || Buffer.isBuffer(body) ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
-    const headers = ['Accept', 'application/json'];
+    const headers = ['Accept', options.accept ?? 'application/json'];
     if (payload) headers.push('Content-Type', options.contentType ?? 'application/json', 'Content-Length', String(payload.byteLength));
     const requestOptions = await this.client.requestOptions(method, path, headers);
     const timeoutMs = options.timeoutMs ?? 30_000;

@@ -11,7 +11,7 @@
  * one push at a time per session (a newer configuration follows when the previous push is answered).
  * Everything runs on the event loop; the public methods may be called at any time after construction.
  */
-import { AGENT_CONFIG_STREAM, decodeAgentConfigReply, encodeAgentConfigData, encodeAgentConfigHead, type AgentConfigReply } from '../../protocol/agent-config.js';
+import { AGENT_CONFIG_STREAM, decodeAgentConfigReply, encodeAgentConfigData, encodeAgentConfigHead, type AgentConfigDocument, type AgentConfigReply } from '../../protocol/agent-config.js';
 import { isTunnelError } from '../../protocol/errors.js';
 import { replyOf, type TunnelStream } from '../../protocol/stream.js';
 import { hasErrorCode } from '../../shared/errors.js';
@@ -275,7 +275,7 @@ export class AgentConfigurationServer {
       logger.warn({ agentId: st.agentId, commit: file.commit, error: err.message, inForce: inForce?.commit ?? null }, 'the agent configuration file is invalid; the last valid configuration stays in force');
       return;
     }
-    const inForce: InForce = { commit: file.commit, parsed, data: encodeAgentConfigData(parsed.forAgent), generation: ++this.generation, appliedAt: new Date() };
+    const inForce: InForce = { commit: file.commit, parsed, data: encodeAgentConfigData(withManifestProjectIds(parsed.forAgent, this.identityOf(st.agentId)?.projectId ?? null)), generation: ++this.generation, appliedAt: new Date() };
     st.inForce = inForce;
     this.sections.publish(st.agentId, parsed.config);
     st.status = { commit: file.commit, valid: true, unsupported_sections: [...parsed.unsupportedSections], applied_commit: file.commit, applied_at: inForce.appliedAt.toISOString() };
@@ -368,6 +368,17 @@ export class AgentConfigurationServer {
     }
     this.deliver(st);
   }
+}
+
+/**
+ * What agentk is sent: a manifest project without an `id` is the configuration project (GitLab
+ * mode), so agentk can name it when it opens its `gitops_manifests` stream. Standalone mode has no
+ * configuration project; such an entry stays without id (kas reports it, agentk skips it).
+ */
+function withManifestProjectIds(doc: AgentConfigDocument, configProjectId: number | null): AgentConfigDocument {
+  const projects = doc.gitops?.manifest_projects;
+  if (!projects || configProjectId === null || projects.every((p) => p.id !== undefined)) return doc;
+  return { ...doc, gitops: { ...doc.gitops, manifest_projects: projects.map((p) => (p.id === undefined ? { ...p, id: String(configProjectId) } : p)) } };
 }
 
 /** Resolves agentk's answer; rejects when the stream fails or ends first, or the answer is malformed. */

@@ -53,6 +53,13 @@ export const agentInfoSchema = z.object({
 });
 export type AgentInfo = z.output<typeof agentInfoSchema>;
 
+/** project_info: a project the agent may read (GitOps manifest projects). */
+export const projectInfoSchema = z.object({
+  project_id: id,
+  default_branch: z.string().optional(),
+});
+export type ProjectInfo = z.output<typeof projectInfoSchema>;
+
 const roles = z.object({ id, roles: z.array(z.string()).default([]) });
 export const authorizeProxyUserSchema = z.object({
   agent: z.object({ id, config_project: z.object({ id }) }),
@@ -146,6 +153,23 @@ export class GitLabClient {
   /** Not idempotent: a repeated report would count twice. */
   async postUsageMetrics(body: { counters: Record<string, number>; unique_counters: Record<string, number[]> }): Promise<void> {
     await this.call({ method: 'POST', path: 'internal/kubernetes/usage_metrics', jwt: true, idempotent: false, body });
+  }
+
+  /** May the agent read this project (full path or number)? 403/404 come back as definite GitLabErrors. */
+  async projectInfo(agentToken: string, project: string): Promise<ProjectInfo> {
+    const res = await this.call({ path: 'internal/kubernetes/project_info', query: { id: project }, jwt: true, idempotent: true, headers: { Authorization: `Bearer ${agentToken}` } });
+    return parse(projectInfoSchema, res, 'project_info');
+  }
+
+  /** The commit a branch, tag or commit id names (GET /projects/:id/repository/commits/:ref), or null when there is none. */
+  async commit(project: number | string, ref: string): Promise<{ id: string } | null> {
+    try {
+      const res = await this.call({ path: `projects/${encodeURIComponent(String(project))}/repository/commits/${encodeURIComponent(ref)}`, idempotent: true, headers: this.repositoryHeaders() });
+      return parse(z.object({ id: z.string().regex(/^[0-9a-f]{40,64}$/) }), res, 'repository/commits');
+    } catch (err) {
+      if (err instanceof GitLabError && err.status === 404) return null;
+      throw err;
+    }
   }
 
   /** HEAD of a repository file: its commit and blob ids, or null when the file does not exist. */
@@ -245,10 +269,18 @@ export class GitLabClient {
         }
         const chunks: Buffer[] = [];
         let size = 0;
+        let cut = false;
         res.on('data', (c: Buffer) => {
+          if (cut) return;
           size += c.length;
           if (size > maxBytes) {
-            req.destroy(new GitLabError(413, `GitLab's answer to ${o.path} exceeds ${maxBytes} bytes`));
+            // Once: the rest of the answer is dropped with the connection.
+            cut = true;
+            const err = new GitLabError(413, `GitLab's answer to ${o.path} exceeds ${maxBytes} bytes`);
+            reject(err);
+            // Not req.destroy(err): with keep-alive the socket may already be back in the pool, where
+            // an error event has no listener. Destroying the response closes the connection quietly.
+            res.destroy();
             return;
           }
           chunks.push(c);

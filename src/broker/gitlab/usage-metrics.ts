@@ -35,6 +35,11 @@ export class UsageMetrics {
     this.addUnique(`k8s_api_proxy_requests_unique_agents_via_${via}`, decision.agentId);
   }
 
+  /** Counts `n` events of a feature's counter (`gitops_sync`, ...). */
+  increment(name: string, n = 1): void {
+    this.add(name, n);
+  }
+
   private add(name: string, n: number): void {
     this.counters.set(name, (this.counters.get(name) ?? 0) + n);
   }

@@ -30,6 +30,28 @@ const standalone = z
       .array(z.strictObject({ token_file: file, agents: z.array(z.number().int().min(1)).min(1), access_as: accessAsSchema.default({ agent: {} }) }))
       .default([]),
     config_dir: file.optional(),
+    /** GitOps manifest projects (the agents' gitops.manifest_projects[].id) and where their files are. */
+    manifest_projects: z
+      .array(
+        z
+          .strictObject({
+            id: z.string({ error: 'expected the project id the agent configuration names, e.g. my-group/manifests' }).min(1).max(1024),
+            project_id: z.number().int().min(1).optional(),
+            directory: file.optional(),
+            git: z.strictObject({ url: z.string({ error: 'expected a Git URL (https://, ssh://, user@host:path) or a local path' }).min(1), credentials_file: file.optional() }).optional(),
+          })
+          .superRefine((p, ctx) => {
+            if ((p.directory === undefined) === (p.git === undefined)) ctx.addIssue({ code: 'custom', message: 'expected exactly one of directory and git' });
+          }),
+      )
+      .default([])
+      .superRefine((projects, ctx) => {
+        const ids = new Set<string>();
+        projects.forEach((p, i) => {
+          if (ids.has(p.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `manifest project ${p.id} appears twice` });
+          ids.add(p.id);
+        });
+      }),
   })
   .prefault({})
   .superRefine((s, ctx) => {
@@ -44,7 +66,8 @@ const standalone = z
 export const standaloneConfig = configPart('', { standalone }, `standalone:
   agents: []
   proxy_tokens: []
-  # config_dir: /etc/kas/agents   # agent configuration files: <config_dir>/<agent-name>/config.yaml`);
+  # config_dir: /etc/kas/agents   # agent configuration files: <config_dir>/<agent-name>/config.yaml
+  manifest_projects: []           # GitOps: [{id, project_id?, directory | git: {url, credentials_file?}}]`);
 
 export type StandaloneConfig = z.output<typeof standalone>;
 export type AccessAs = z.output<typeof accessAsSchema>;
