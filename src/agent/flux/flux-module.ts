@@ -131,7 +131,9 @@ export class FluxModule implements AgentkModule {
         this.d.logger.info('Flux is not installed (gitrepositories.source.toolkit.fluxcd.io and receivers.notification.toolkit.fluxcd.io are not served): Flux reconcile-on-push idles');
       }
     }
-    this.discoveryTimer = setTimeout(() => void this.discover(), this.d.options.discoveryIntervalMs ?? 5 * 60_000);
+    const interval = this.d.options.discoveryIntervalMs ?? 5 * 60_000;
+    // A failed look (API server not reachable yet) is retried sooner than the periodic re-check.
+    this.discoveryTimer = setTimeout(() => void this.discover(), failed ? Math.min(interval, 30_000) : interval);
     this.discoveryTimer.unref();
   }
 
