@@ -233,10 +233,17 @@ const agentkCases: Array<{ name: string; values: Values; check: (objects: K8sObj
     },
   },
   {
-    name: 'features: flux with secrets cluster-wide, gitops with narrowed rules',
-    values: { ...agentkBase, features: { gitops: true, flux: true }, gitops: { rbac: [{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch', 'get', 'list'] }] } },
+    name: 'features: flux with secrets cluster-wide and its GitLab URLs, gitops with narrowed rules',
+    values: {
+      ...agentkBase,
+      features: { gitops: true, flux: true },
+      flux: { gitlabExternalUrls: ['https://gitlab.example.com', 'https://example.org/gitlab'], notificationControllerUrl: 'http://webhook-receiver.flux.svc:80' },
+      gitops: { rbac: [{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch', 'get', 'list'] }] },
+    },
     check(objects) {
-      checkAgentk(objects, null);
+      const flags = checkAgentk(objects, null);
+      expect(flags.gitlabExternalUrls.map((u) => u.href)).toEqual(['https://gitlab.example.com/', 'https://example.org/gitlab']);
+      expect(flags.fluxNotificationControllerUrl.href).toBe('http://webhook-receiver.flux.svc/');
       expect(featureClusterRole(objects, 'gitops')).toEqual([{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch', 'get', 'list'] }]);
       expect(featureClusterRole(objects, 'flux')).toEqual([...FLUX_RULES, FLUX_SECRETS_RULE]);
       expect(objects.filter((o) => o.kind === 'Role').map((o) => o.metadata.name)).toEqual(['e2e-agentk-gitops-leader-election']);

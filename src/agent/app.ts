@@ -17,6 +17,8 @@ import { AgentConfigSectionsHub, AgentConfigurationReceiver, type AgentConfigSec
 import type { AgentkModule, AgentkModuleFactory } from './module.js';
 import { SharedInformers, type Informers } from './informers/informers.js';
 import { clusterEventsModule, type ClusterEventsOptions } from './cluster-events/module.js';
+import { createFluxModule } from './flux/module.js';
+import { KubeJson } from './kubernetes-api/kube-json.js';
 import { AgentLeadership, type LeaderElectionOptions } from './leader-election/module.js';
 import { GitopsModule } from './gitops/module.js';
 import { ApiServerClient, type ApiServerConfig } from './kubernetes-api/api-server.js';
@@ -82,6 +84,22 @@ export interface AgentOptions {
   workloadHealth?: WorkloadHealthOptions | false;
   /** Cluster events sent to kas (flush interval); `false` turns them off (agentk then watches no Events). */
   clusterEvents?: ClusterEventsOptions | false;
+  /** Flux reconcile-on-push (src/agent/flux): off without `gitlabUrls`. */
+  flux?: AgentFluxOptions;
+}
+
+/** Flux reconcile-on-push options (flags --gitlab-external-url, --flux-notification-controller-url). */
+export interface AgentFluxOptions {
+  /** Where GitLab (standalone: the Git server) serves repositories; GitRepositories under them are followed. */
+  gitlabUrls: ReadonlyArray<string | URL>;
+  /** Base URL of Flux's webhook receiver (default http://webhook-receiver.flux-system.svc.cluster.local). */
+  notificationControllerUrl?: string | URL;
+  /** How often the Flux APIs are looked for again, ms (default 5 min). */
+  discoveryIntervalMs?: number;
+  /** How often every Receiver is made sure of again, ms (default 60 s). */
+  resyncIntervalMs?: number;
+  /** Reopen backoff of the flux_git_push stream. */
+  backoff?: Partial<BackoffOptions>;
 }
 
 /** A running (or ready to run) agentk. start() and stop() are each called once. */
@@ -222,6 +240,7 @@ function agentkModules(shared: Shared, sections: AgentConfigSectionsHub, leaders
       },
     },
     { name: 'leader_election', create: () => leadership.module() },
+    { name: 'flux', create: (ctx) => createFluxModule(ctx, new KubeJson(shared.apiClient)) },
     { name: 'gitops', create: (ctx) => new GitopsModule(ctx) },
   ];
 }

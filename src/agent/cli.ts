@@ -59,6 +59,7 @@ export function agentOptionsFromFlags(flags: AgentFlags, env: NodeJS.ProcessEnv)
       retryPeriodMs: flags.leaderElectionRetryPeriodMs,
     },
     gitopsReconcilePeriodMs: flags.gitopsReconcilePeriodMs,
+    flux: { gitlabUrls: flags.gitlabExternalUrls, notificationControllerUrl: flags.fluxNotificationControllerUrl },
   };
 }
 

@@ -58,6 +58,17 @@ describe('parseFlags', () => {
     expect(run('--kas-address', 'wss://k/', '--context', 'dev')).toMatchObject({ kubeconfig: undefined, context: 'dev' });
   });
 
+  test('Flux: --gitlab-external-url is repeatable (none by default), --flux-notification-controller-url defaults to Flux\'s webhook-receiver Service', () => {
+    const none = run('--kas-address', 'wss://k/');
+    expect(none.gitlabExternalUrls).toEqual([]);
+    expect(none.fluxNotificationControllerUrl.href).toBe('http://webhook-receiver.flux-system.svc.cluster.local/');
+    const f = run('--kas-address', 'wss://k/', '--gitlab-external-url', 'https://gitlab.example.com', '--gitlab-external-url=https://example.org/gitlab', '--flux-notification-controller-url', 'http://nc.flux:9292');
+    expect(f.gitlabExternalUrls.map((u) => u.href)).toEqual(['https://gitlab.example.com/', 'https://example.org/gitlab']);
+    expect(f.fluxNotificationControllerUrl.href).toBe('http://nc.flux:9292/');
+    expect(flagError('--kas-address', 'wss://k/', '--gitlab-external-url', 'gitlab.example.com').key).toBe('--gitlab-external-url');
+    expect(flagError('--kas-address', 'wss://k/', '--flux-notification-controller-url', 'ftp://x').key).toBe('--flux-notification-controller-url');
+  });
+
   test('--help wins over everything else, even missing required flags', () => {
     expect(parseFlags(['--help'])).toEqual({ command: 'help' });
     expect(parseFlags(['--kas-connections', '3', '--help'])).toEqual({ command: 'help' });

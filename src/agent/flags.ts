@@ -13,6 +13,8 @@ import { AgentConfigError } from './config-error.js';
 import { parseListenAddress, type ListenAddress } from '../shared/address.js';
 import { formatDuration, parseDuration } from '../shared/duration.js';
 import { validateElectionTimings } from './leader-election/leader-elector.js';
+import { DEFAULT_NOTIFICATION_CONTROLLER_URL } from './flux/flux-module.js';
+import { parseGitLabUrls } from './flux/git-url.js';
 
 export interface AgentFlags {
   /** ws:// or wss:// URL of kas's agent endpoint. */
@@ -36,6 +38,10 @@ export interface AgentFlags {
   leaderElectionRetryPeriodMs: number;
   /** How often the last applied GitOps manifests are applied again, ms. */
   gitopsReconcilePeriodMs: number;
+  /** Where GitLab (or, standalone, the Git server) serves repositories: Flux GitRepositories with these URLs are followed. */
+  gitlabExternalUrls: URL[];
+  /** Base URL of Flux's webhook receiver (the notification-controller's `webhook-receiver` Service). */
+  fluxNotificationControllerUrl: URL;
 }
 
 export type Command = { command: 'help' } | { command: 'run'; flags: AgentFlags };
@@ -70,6 +76,8 @@ const FLAGS: Record<string, FlagSpec> = {
   'leader-election-renew-deadline': { type: 'string', value: 'DURATION', help: 'a leader that could not renew for this long stops leading (default 10s)' },
   'leader-election-retry-period': { type: 'string', value: 'DURATION', help: 'how often candidates try and the leader renews (default 2s)' },
   'gitops-reconcile-period': { type: 'string', value: 'DURATION', help: `how often the last applied GitOps manifests are applied again, undoing drift (default ${DEFAULT_GITOPS_RECONCILE_PERIOD})` },
+  'gitlab-external-url': { type: 'string', multiple: true, value: 'URL', help: 'where GitLab (standalone: the Git server) serves repositories, e.g. https://gitlab.example.com; Flux GitRepositories under it are reconciled on push; repeatable (default: none, Flux reconcile-on-push off)' },
+  'flux-notification-controller-url': { type: 'string', value: 'URL', help: `base URL of Flux's webhook receiver (default ${DEFAULT_NOTIFICATION_CONTROLLER_URL})` },
   help: { type: 'boolean', help: 'print this help and exit' },
 };
 
@@ -199,9 +207,28 @@ export function parseFlags(argv: readonly string[]): Command {
     throw new AgentConfigError('--leader-election-lease-name', `expected a Kubernetes object name (lower case letters, digits, "-", "."), got ${JSON.stringify(leaseName)}`);
   }
 
+  let gitlabExternalUrls: URL[];
+  try {
+    gitlabExternalUrls = parseGitLabUrls(values.get('gitlab-external-url') ?? []);
+  } catch (err) {
+    throw new AgentConfigError('--gitlab-external-url', (err as Error).message);
+  }
+  const ncText = one('flux-notification-controller-url') ?? DEFAULT_NOTIFICATION_CONTROLLER_URL;
+  let fluxNotificationControllerUrl: URL;
+  try {
+    fluxNotificationControllerUrl = new URL(ncText);
+  } catch {
+    throw new AgentConfigError('--flux-notification-controller-url', `expected an http:// or https:// URL, got ${JSON.stringify(ncText)}`);
+  }
+  if (fluxNotificationControllerUrl.protocol !== 'http:' && fluxNotificationControllerUrl.protocol !== 'https:') {
+    throw new AgentConfigError('--flux-notification-controller-url', `expected an http:// or https:// URL, got ${JSON.stringify(ncText)}`);
+  }
+
   return {
     command: 'run',
     flags: {
+      gitlabExternalUrls,
+      fluxNotificationControllerUrl,
       leaderElectionLeaseName: leaseName,
       leaderElectionLeaseDurationMs,
       leaderElectionRenewDeadlineMs,

@@ -5,6 +5,7 @@
 import { agentConfigurationModule } from './agent-configuration/module.js';
 import { agentRegistrationModule } from './agent-registration/module.js';
 import { clusterEventsModule } from './cluster-events/module.js';
+import { fluxModule } from './flux/module.js';
 import { apiModule, apiRoutesModule } from './api/module.js';
 import { gitlabModule, usageMetricsModule } from './gitlab/module.js';
 import { gitopsModule } from './gitops/module.js';
@@ -27,6 +28,7 @@ export const KAS_MODULES = [
   clusterEventsModule,
   kubernetesApiModule,
   agentConfigurationModule,
+  fluxModule,
   gitopsModule,
   workloadHealthModule,
   gitopsStatusModule,

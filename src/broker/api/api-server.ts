@@ -25,7 +25,7 @@ export interface ApiServerDeps {
   /** The connections of the agents asked for, on every replica (from Redis) or on this one. */
   connections: (agentIds: number[], projectIds: number[]) => Promise<ConnectionRecord[]>;
   /** A git push happened in a project: every replica re-reads the configurations it concerns. */
-  gitPush: (projectId: number) => Promise<void>;
+  gitPush: (projectId: number, fullPath: string | null) => Promise<void>;
   gitlab: GitLabClient | null;
   agentConfig: () => AgentConfigView | null;
   /** The endpoints of features (API_ROUTES), added after the built-in ones. */
@@ -82,7 +82,10 @@ export class ApiServer {
       const idValue = body?.project?.id;
       const projectId = typeof idValue === 'number' ? idValue : typeof idValue === 'string' && /^\d{1,18}$/.test(idValue) ? Number(idValue) : NaN;
       if (!Number.isSafeInteger(projectId) || projectId <= 0) return apiError(reply, 400, 'BAD_REQUEST', 'body must be {"project": {"id": <integer>, "full_path": "..."}}');
-      await deps.gitPush(projectId);
+      // full_path is optional (older callers send the id only); a malformed one is dropped, not refused.
+      const pathValue = body?.project?.full_path;
+      const fullPath = typeof pathValue === 'string' && pathValue.length > 0 && pathValue.length <= 1024 ? pathValue : null;
+      await deps.gitPush(projectId, fullPath);
       return reply.code(204).send();
     });
 

@@ -32,7 +32,7 @@ export const apiModule = defineModule({
       address: listen.address,
       secret: readSecretFile('api.listen.authentication_secret_file', listen.authentication_secret_file),
       connections: (agentIds, projectIds) => state.records.connections(agentIds, projectIds),
-      gitPush: (projectId) => state.gitPush.publish(projectId),
+      gitPush: (projectId, fullPath) => state.gitPush.publish(projectId, fullPath),
       gitlab: services.find(GITLAB)?.client ?? null,
       agentConfig: () => agentConfig,
       routes: services.get(API_ROUTES).all,

@@ -6,12 +6,13 @@
 import type { AgentRegistry } from '../tunnel/agent-registry.js';
 import { localConnections } from './connection-record.js';
 import { MemoryConnectionRateLimit } from './memory-rate-limit.js';
-import type { AgentPresence, ConnectionRecords, GitPushFanOut, RefusalCache, ReplicaState } from './replica-state.js';
+import type { AgentPresence, ConnectionRecords, GitPushEvent, GitPushFanOut, RefusalCache, ReplicaState } from './replica-state.js';
 
 export class MemoryReplicaState implements ReplicaState {
   readonly healthy = true;
   readonly rateLimit = new MemoryConnectionRateLimit();
   private readonly gitPushListeners = new Set<(projectId: number) => void>();
+  private readonly gitPushEventListeners = new Set<(event: GitPushEvent) => void>();
 
   readonly presence: AgentPresence = {
     holders: (): Promise<string[]> => Promise.resolve([]),
@@ -26,12 +27,17 @@ export class MemoryReplicaState implements ReplicaState {
   };
 
   readonly gitPush: GitPushFanOut = {
-    publish: (projectId: number): Promise<void> => {
+    publish: (projectId: number, fullPath?: string | null): Promise<void> => {
       for (const l of this.gitPushListeners) l(projectId);
+      const event: GitPushEvent = { projectId, fullPath: fullPath ?? null };
+      for (const l of this.gitPushEventListeners) l(event);
       return Promise.resolve();
     },
     subscribe: (listener: (projectId: number) => void): void => {
       this.gitPushListeners.add(listener);
+    },
+    subscribeEvents: (listener: (event: GitPushEvent) => void): void => {
+      this.gitPushEventListeners.add(listener);
     },
   };
 

@@ -13,4 +13,9 @@ export class RedisKeys {
   get channelGitPush(): string {
     return this.key('git_push');
   }
+
+  /** Git pushes with the project's full path (JSON `{"id", "full_path"}`), next to channelGitPush's bare ids. */
+  get channelGitPushEvent(): string {
+    return this.key('git_push_event');
+  }
 }

@@ -61,7 +61,7 @@ export class RedisReplicaState implements ReplicaState {
     // Subscriptions are restored by ioredis after a reconnect; entries are rewritten at the next refresh.
     redis.on('ready', () => void this.presence.refreshAll());
     await Promise.all([redis.connect().catch((err: unknown) => this.health.failed('connect', err)), subscriber.connect().catch(() => undefined)]);
-    await subscriber.subscribe(this.keys.channelRegistered, this.keys.channelGitPush).catch((err: unknown) => this.health.failed('subscribe', err));
+    await subscriber.subscribe(this.keys.channelRegistered, this.keys.channelGitPush, this.keys.channelGitPushEvent).catch((err: unknown) => this.health.failed('subscribe', err));
     await this.presence.start(ownUrl);
   }
 
@@ -76,6 +76,10 @@ export class RedisReplicaState implements ReplicaState {
   }
 
   private onMessage(channel: string, message: string): void {
+    if (channel === this.keys.channelGitPushEvent) {
+      this.gitPush.deliverEvent(message);
+      return;
+    }
     if (!/^\d{1,18}$/.test(message)) return;
     const id = Number(message);
     if (channel === this.keys.channelRegistered) this.presence.announced(id);

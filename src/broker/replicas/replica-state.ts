@@ -28,11 +28,23 @@ export interface ConnectionRecords {
   changed(agentId: number): Promise<void>;
 }
 
+/** A git push as the API for GitLab was told of it: the project's id and, when given, its full path. */
+export interface GitPushEvent {
+  projectId: number;
+  /** `project.full_path` of the event (null when the caller did not send one). */
+  fullPath: string | null;
+}
+
 /** Git-push notifications, delivered to the subscribers of every replica. */
 export interface GitPushFanOut {
-  publish(projectId: number): Promise<void>;
+  publish(projectId: number, fullPath?: string | null): Promise<void>;
   /** Listeners run on every replica, this one included, for every published push. */
   subscribe(listener: (projectId: number) => void): void;
+  /**
+   * Like subscribe, with the project's full path too (Flux matches projects by path). Pushes
+   * published by replicas older than this one (id only) do not reach these listeners.
+   */
+  subscribeEvents(listener: (event: GitPushEvent) => void): void;
 }
 
 /** GitLab's refusals of credentials (by digest), shared so other replicas do not ask again. */
