@@ -8,6 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
+import { getDefaultHighWaterMark } from 'node:stream';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS, DEFAULT_TUNING } from '../../protocol/limits.js';
 import type { TunnelStream } from '../../protocol/stream.js';
@@ -103,10 +104,14 @@ test('a stream kas stopped reading holds at most one window and one frame of the
     { intervalMs: 300 },
   );
   const perStream = last / N;
-  const bound = DEFAULT_LIMITS.initialWindow + DEFAULT_TUNING.chunkSize;
-  // The window itself is in kas (received, unread): agentk keeps far less than a window.
+  // The target: one window and one frame.
   expect(perStream).toBeGreaterThan(0);
-  expect(perStream).toBeLessThanOrEqual(bound);
+  expect(perStream).toBeLessThanOrEqual(DEFAULT_LIMITS.initialWindow + DEFAULT_TUNING.chunkSize);
+  // What agentk actually keeps (the window itself waits in kas, received and unread): the one
+  // write the tunnel stream cannot complete (a chunk), one socket read in node:http's socket
+  // buffer (64 KiB) and one in the response's buffer on top of its high-water mark.
+  const read = 64 * 1024;
+  expect(perStream).toBeLessThanOrEqual(DEFAULT_TUNING.chunkSize + 2 * read + getDefaultHighWaterMark(false));
   for (const s of streams) s.destroy();
   await waitFor(async () => (await bufferedInAgentk()) === 0, 'agentk to drop what it held once the streams are gone');
 });
