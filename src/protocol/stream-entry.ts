@@ -93,10 +93,13 @@ export class StreamEntry implements StreamCore, FrameSource {
       writer.schedule(this);
       return;
     }
-    // While this stream has at most one chunk waiting, the write completes at once: the caller can
-    // end the stream in the same turn, and its last data and END then leave in one frame. Beyond
-    // that, completion waits for the writer, so a stream never queues more than a chunk here.
-    if (this.outBytes + chunk.byteLength <= this.table.tuning.chunkSize) {
+    // While this stream has at most one chunk waiting and the peer's credit covers it, the write
+    // completes at once: the caller can end the stream in the same turn, and its last data and END
+    // then leave in one frame. Beyond that, completion waits for the writer, so a stream never
+    // queues more than a chunk here; and a stream whose peer stopped reading (no credit) holds only
+    // the one write it cannot complete, the Duplex's high-water mark stopping the writer behind it.
+    const queued = this.outBytes + chunk.byteLength;
+    if (queued <= this.table.tuning.chunkSize && queued <= this.sendCredit) {
       this.queueOut(chunk, null);
       writer.schedule(this);
       done();
@@ -142,6 +145,12 @@ export class StreamEntry implements StreamCore, FrameSource {
     this.recvBytes = 0;
     this.pushEnd();
     return whole;
+  }
+
+  queued(): number {
+    let n = 0;
+    for (const c of this.out) if (c.done === null) n += c.buf.byteLength;
+    return n;
   }
 
   destroyed(err: Error | null): void {

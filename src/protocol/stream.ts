@@ -33,6 +33,8 @@ export interface StreamCore {
   reply(head: Head, data: Uint8Array | null, end: boolean): void;
   /** Takes the peer's whole data if its direction already ended; null otherwise. */
   takeWhole(): Buffer[] | null;
+  /** Bytes queued in the session whose writes already completed (not in the Duplex's writableLength). */
+  queued(): number;
 }
 
 export class TunnelStream extends Duplex {
@@ -79,6 +81,15 @@ export class TunnelStream extends Duplex {
     const whole = this.core.takeWhole();
     if (whole) this.resume();
     return whole;
+  }
+
+  /**
+   * Bytes this side wrote that are still in this process: those the Duplex holds (`writableLength`,
+   * which counts a write until its callback ran) and those queued in the session after their write
+   * completed. What a stalled peer leaves behind on this side.
+   */
+  get bufferedLength(): number {
+    return this.writableLength + this.core.queued();
   }
 
   /** Aborts the stream in both directions and tells the peer why. Safe to call more than once. */

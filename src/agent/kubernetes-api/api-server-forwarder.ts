@@ -52,6 +52,17 @@ export class ApiServerForwarder {
     });
   }
 
+  /**
+   * Bytes of the API server's responses that agentk holds: read from the API server (or waiting in
+   * its socket's buffer) and not yet handed to the tunnel's transport. Bounded per stream by the
+   * stream's backpressure; what a client that stopped reading costs agentk.
+   */
+  bufferedBytes(): number {
+    let n = 0;
+    for (const e of this.active) n += e.bufferedBytes();
+    return n;
+  }
+
   /** Aborts every request in flight (their streams are reset); the client is closed by its owner. */
   close(): void {
     for (const e of [...this.active]) e.abort('GOING_AWAY');
@@ -78,6 +89,13 @@ class Exchange {
     private readonly parentLog: Logger,
     private readonly onDone: () => void,
   ) {}
+
+  /** See ApiServerForwarder.bufferedBytes. */
+  bufferedBytes(): number {
+    const res = this.res;
+    const upstream = res ? res.readableLength + (res.socket?.readableLength ?? 0) : (this.socket?.readableLength ?? 0);
+    return upstream + (this.stream.destroyed ? 0 : this.stream.bufferedLength);
+  }
 
   /** This stream's logger, made when first needed (most requests log nothing at the default level). */
   get log(): Logger {

@@ -38,6 +38,7 @@ export class KubernetesApiModule implements AgentkModule {
     this.ownsClient = options.client === undefined;
     this.client = options.client ?? new ApiServerClient(options.apiServer, { logger: options.logger, tokenRefreshMs: options.tokenRefreshMs, metrics: options.metrics });
     this.forwarder = new ApiServerForwarder(this.client, options.metrics);
+    options.metrics.apiBufferedSource = () => this.forwarder.bufferedBytes();
     options.handlers.register(HTTP_STREAM, (stream, logger) => this.forwarder.handle(stream, logger));
   }
 

@@ -27,6 +27,10 @@ export class AgentMetrics {
   readonly informerRelists: Counter<'resource'>;
   /** Watches started again, by resource and reason (ended, expired, error). */
   readonly informerWatchRestarts: Counter<'resource' | 'reason'>;
+  /** Response bytes read from the Kubernetes API server and not yet handed to the tunnel (set by the Kubernetes API module). */
+  readonly apiBufferedBytes: Gauge;
+  /** What apiBufferedBytes reports when scraped. */
+  apiBufferedSource: (() => number) | null = null;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
@@ -37,6 +41,15 @@ export class AgentMetrics {
     this.bytesRelayed = new Counter({ name: 'agentk_kubernetes_api_bytes_total', help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).', labelNames: ['direction'], registers });
     this.tlsReloads = new Counter({ name: 'agentk_tls_reloads_total', help: 'CA files reloaded after they changed, by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
     this.tlsReloadErrors = new Counter({ name: 'agentk_tls_reload_errors_total', help: 'Changed CA files that were not usable (the previous CA was kept), by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
+    const bufferedNow = () => this.apiBufferedSource?.() ?? 0;
+    this.apiBufferedBytes = new Gauge({
+      name: 'agentk_kubernetes_api_buffered_bytes',
+      help: 'Bytes of Kubernetes API server responses that agentk holds: read from the API server and not yet handed to the connection to kas (clients that read slowly or not at all).',
+      registers,
+      collect() {
+        this.set(bufferedNow());
+      },
+    });
     this.informerObjects = new Gauge({ name: 'agentk_informer_objects', help: 'Objects in the informer caches, by resource.', labelNames: ['resource'], registers });
     this.informerRelists = new Counter({ name: 'agentk_informer_relists_total', help: 'Informer lists after the first one (410 Gone or a failed list), by resource.', labelNames: ['resource'], registers });
     this.informerWatchRestarts = new Counter({ name: 'agentk_informer_watch_restarts_total', help: 'Informer watches started again, by resource and reason (ended, expired, error).', labelNames: ['resource', 'reason'], registers });

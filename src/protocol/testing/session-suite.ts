@@ -253,6 +253,35 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       stalled.reset();
     });
 
+    test('a writer whose peer stopped reading keeps at most one chunk on its side, the rest waiting in the peer', async () => {
+      const initialWindow = 256 * 1024;
+      const chunk = 64 * 1024;
+      pair = await makePair({ client: { limits: { initialWindow } }, server: { tuning: { chunkSize: chunk } } });
+      let writer: TunnelStream | null = null;
+      let writes = 0;
+      pair.server.on('stream', (s) => {
+        s.reply({ status: 200 });
+        writer = s;
+        const big = Buffer.alloc(chunk, 7);
+        const pump = () => {
+          while (!s.destroyed && (writes++, s.write(big)));
+        };
+        s.on('drain', pump);
+        pump();
+      });
+      const stalled = pair.client.openStream({ path: '/stalled' });
+      stalled.pause();
+      // The window is spent and the writer's last write waits for credit that never comes.
+      await waitFor(() => writer !== null && entryOf(writer).sendCredit === 0 && pair!.client.bufferedBytes + stalled.readableLength >= initialWindow, 'the window to be spent');
+      const before = writes;
+      await new Promise((r) => setTimeout(r, 50));
+      expect(writes).toBe(before);
+      // On the writer's side: only the write that could not complete (the Duplex holds it), nothing
+      // queued behind it and no completed write left in the session's queue.
+      expect(writer!.bufferedLength).toBeLessThanOrEqual(chunk);
+      stalled.reset();
+    });
+
     test('closing the session fails every open stream at once with a coded error', async () => {
       pair = await makePair();
       pair.server.on('stream', (s) => s.reply({ status: 200 }));
