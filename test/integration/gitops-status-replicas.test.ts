@@ -152,7 +152,7 @@ describe('GitOps apply results with several kas replicas and Redis', () => {
 
   test('Redis keeps at most max_bytes of results per agent; the one just written always stays', async () => {
     const logs = new LogCapture();
-    const shared = new FeatureRedis(new Redis({ host: '127.0.0.1', port: redis.port, lazyConnect: true }), `${prefix}-bytes`, { logger: createLogger({ name: 'kas', level: 'debug', destination: logs }), what: 'GitOps apply results', onError: () => undefined });
+    const shared = new FeatureRedis(new Redis({ host: '127.0.0.1', port: redis.port, lazyConnect: true }), `${prefix}-bytes`, { logger: createLogger({ name: 'kas', level: 'debug', destination: logs }), what: 'GitOps status', onError: () => undefined });
     await shared.connect();
     try {
       const one = (p: string) => `${Date.now()}\n${JSON.stringify(status(p))}`.length;
@@ -183,5 +183,8 @@ describe('GitOps apply results with several kas replicas and Redis', () => {
     } finally {
       await redis.restart();
     }
+    // Redis answers again (empty: the test server keeps nothing across a restart), and so does the API.
+    await waitFor(async () => (await projects(stack.kas)).length === 0, 'replica 1 to answer from Redis again', 30_000);
+    await waitFor(() => stack.kasLogs.text.includes('Redis answers again: GitOps status is shared'), 'the recovery log', 30_000);
   });
 });

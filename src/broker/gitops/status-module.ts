@@ -32,7 +32,7 @@ export const gitopsStatusModule = defineModule({
   create(ctx) {
     const limits = ctx.config.agent.gitops_status;
     const metrics = new GitopsStatusMetrics(ctx.metrics);
-    const redis = FeatureRedis.fromConfig(ctx.config.redis, { logger: ctx.logger, what: 'GitOps apply results', onError: () => metrics.redisErrors.inc() });
+    const redis = FeatureRedis.fromConfig(ctx.config.redis, { logger: ctx.logger, what: 'GitOps status', onError: () => metrics.redisErrors.inc() });
     const shared = redis ? { redis: new RedisGitopsStatus(redis, { maxResults: limits.max_results, maxBytes: limits.max_bytes, ttlMs: limits.redis_ttl }), logger: ctx.logger } : null;
     const store = new GitopsStatusStore({ maxResults: limits.max_results, maxBytes: limits.max_bytes }, metrics, shared);
     ctx.services.get(AGENT_STREAMS).register(GITOPS_STATUS_STREAM, (stream, connection, logger) => store.serve(stream, connection, logger));
