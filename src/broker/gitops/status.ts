@@ -1,7 +1,9 @@
 /**
  * The GitOps status feature, kas half: serves `gitops_status` streams (src/protocol/gitops-status.ts),
  * keeps the latest apply result of each agent and manifest project (bounded by count and bytes,
- * oldest dropped first) and answers `GET /api/v1/agents/{agent_id}/gitops`.
+ * oldest dropped first) and answers `GET /api/v1/agents/{agent_id}/gitops`. With a redis section the
+ * results are also kept in Redis (status-redis.ts) and the API answers from there, so every replica
+ * answers for every agent; while Redis fails it answers from this replica's memory.
  */
 import type { FastifyInstance } from 'fastify';
 import { decodeGitopsStatus, decodeGitopsStatusHead, encodeGitopsStatusReply, MAX_GITOPS_STATUS_BYTES, type GitopsStatusWire } from '../../protocol/gitops-status.js';
@@ -11,6 +13,7 @@ import type { Logger } from '../../shared/logger.js';
 import { apiError, oneId } from '../api/routes.js';
 import type { AgentConnection } from '../tunnel/agent-registry.js';
 import type { GitopsStatusMetrics } from './status-metrics.js';
+import type { RedisGitopsStatus } from './status-redis.js';
 
 export interface StoredStatus {
   agentId: number;
@@ -29,24 +32,33 @@ export class GitopsStatusStore {
   private readonly entries = new Map<string, StoredStatus>();
   private bytes = 0;
   private readonly listeners: StatusListener[] = [];
+  /** Writes to Redis in flight, awaited on stop. */
+  private readonly pending = new Set<Promise<unknown>>();
 
   constructor(
     private readonly limits: { maxResults: number; maxBytes: number },
     private readonly metrics: GitopsStatusMetrics,
+    /** With a redis section: where every replica keeps and reads the results. */
+    private readonly shared: { redis: RedisGitopsStatus; logger: Logger } | null = null,
   ) {}
+
+  /** Waits for the writes to Redis in flight. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.pending]);
+  }
 
   onStatus(listener: StatusListener): void {
     this.listeners.push(listener);
   }
 
-  put(agentId: number, status: GitopsStatusWire, bytes: number): void {
+  put(agentId: number, status: GitopsStatusWire, bytes: number, receivedAt = new Date()): void {
     const key = `${agentId}\u0000${status.project_id}`;
     const old = this.entries.get(key);
     if (old) {
       this.entries.delete(key);
       this.bytes -= old.bytes;
     }
-    this.entries.set(key, { agentId, receivedAt: new Date().toISOString(), status, bytes });
+    this.entries.set(key, { agentId, receivedAt: receivedAt.toISOString(), status, bytes });
     this.bytes += bytes;
     for (const [k, e] of this.entries) {
       if (this.entries.size <= this.limits.maxResults && this.bytes <= this.limits.maxBytes) break;
@@ -59,6 +71,19 @@ export class GitopsStatusStore {
   /** The latest result of every project of the agent, by project id. */
   forAgent(agentId: number): StoredStatus[] {
     return [...this.entries.values()].filter((e) => e.agentId === agentId).sort((a, b) => (a.status.project_id < b.status.project_id ? -1 : 1));
+  }
+
+  /**
+   * What the API shows for an agent: from Redis when there is a redis section, from this replica's
+   * memory without one or while Redis fails.
+   */
+  async list(agentId: number): Promise<Array<{ receivedAt: string; status: GitopsStatusWire }>> {
+    if (this.shared) {
+      const fromRedis = await this.shared.redis.forAgent(agentId);
+      if (fromRedis) return fromRedis;
+      this.shared.logger.warn({ agentId }, 'Redis failed: GitOps apply results answered from this replica\'s memory');
+    }
+    return this.forAgent(agentId);
   }
 
   /** Serves one `gitops_status` stream: read (bounded), check, keep, reply, end. */
@@ -100,7 +125,13 @@ export class GitopsStatusStore {
         return;
       }
       const agentId = connection.identity.agentId;
-      this.put(agentId, status, data.byteLength);
+      const receivedAt = new Date();
+      this.put(agentId, status, data.byteLength, receivedAt);
+      if (this.shared) {
+        const write = this.shared.redis.put(agentId, receivedAt, status);
+        this.pending.add(write);
+        void write.finally(() => this.pending.delete(write));
+      }
       this.metrics.record(status);
       logger.info({ agentId, projectId: status.project_id, commit: status.commit, applied: status.applied, unchanged: status.unchanged, pruned: status.pruned, failed: status.failed }, 'gitops apply result');
       for (const l of this.listeners) {
@@ -118,7 +149,7 @@ export class GitopsStatusStore {
     app.get('/api/v1/agents/:agent_id/gitops', async (request, reply) => {
       const agentId = oneId((request.params as { agent_id?: unknown }).agent_id);
       if (agentId === null) return apiError(reply, 400, 'BAD_REQUEST', 'agent_id must be a positive integer');
-      const projects = this.forAgent(agentId).map((e) => ({ ...e.status, received_at: e.receivedAt }));
+      const projects = (await this.list(agentId)).map((e) => ({ ...e.status, received_at: e.receivedAt }));
       return reply.send({ agent_id: agentId, projects });
     });
   }

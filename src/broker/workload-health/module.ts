@@ -7,8 +7,7 @@ import { WORKLOAD_HEALTH_STREAM } from '../../protocol/workload-health.js';
 import { API_ROUTES, apiError, oneId } from '../api/routes.js';
 import { defineModule } from '../module.js';
 import { redisConfig } from '../replicas/config.js';
-import { createRedis } from '../replicas/redis-client.js';
-import { RedisKeys } from '../replicas/redis-keys.js';
+import { FeatureRedis } from '../replicas/feature-redis.js';
 import { REPLICA_STATE } from '../replicas/service.js';
 import { AGENT_STREAMS } from '../tunnel/agent-streams.js';
 import { workloadHealthConfig } from './config.js';
@@ -34,8 +33,8 @@ export const workloadHealthModule = defineModule({
       isConnected: (agentId) => ctx.agents.connections(agentId).length > 0,
       metrics,
     });
-    const redis = ctx.config.redis ? createRedis(ctx.config.redis) : null;
-    const mirror = redis && ctx.config.redis ? new RedisHealthMirror(redis, new RedisKeys(ctx.config.redis.key_prefix), cfg.retention, metrics, ctx.logger) : null;
+    const redis = FeatureRedis.fromConfig(ctx.config.redis, { logger: ctx.logger, what: 'workload health', onError: () => metrics.redisErrors.inc() });
+    const mirror = redis ? new RedisHealthMirror(redis, cfg.retention) : null;
     const health = new WorkloadHealth({ store, mirror, registry: ctx.agents, presence: ctx.services.get(REPLICA_STATE).presence, metrics });
 
     ctx.services.get(AGENT_STREAMS).register(WORKLOAD_HEALTH_STREAM, (stream, connection, logger) => health.receive(stream, connection, logger));
@@ -53,7 +52,7 @@ export const workloadHealthModule = defineModule({
     return {
       async start() {
         // Commands fail fast while Redis is down (the mirror then counts and logs); connecting is not required to start.
-        if (redis) await redis.connect().catch((err: unknown) => ctx.logger.warn({ err }, 'Redis is unreachable: workload health is kept in memory until it answers'));
+        if (redis) await redis.connect();
         health.start();
         sweeper = setInterval(() => health.sweep(), SWEEP_INTERVAL_MS);
         sweeper.unref();
@@ -61,7 +60,7 @@ export const workloadHealthModule = defineModule({
       async stop() {
         if (sweeper) clearInterval(sweeper);
         await health.stop();
-        if (redis) await redis.quit().catch(() => redis.disconnect());
+        if (redis) await redis.close();
       },
     };
   },

@@ -5,11 +5,8 @@
  * replica holding an agent writes it when a summary arrives and when the agent connects or
  * disconnects. Failures are counted and logged once per outage; callers then use their memory.
  */
-import type { Redis } from 'ioredis';
-import type { Logger } from '../../shared/logger.js';
-import type { RedisKeys } from '../replicas/redis-keys.js';
+import type { FeatureRedis } from '../replicas/feature-redis.js';
 import type { HealthRecord } from './health-store.js';
-import type { WorkloadHealthMetrics } from './metrics.js';
 
 // Keeps a summary unless the stored one is a later one of the same agentk process.
 const PUT_SCRIPT = `
@@ -24,33 +21,28 @@ return 1
 `;
 
 export class RedisHealthMirror {
-  private failing = false;
-
   constructor(
-    private readonly redis: Redis,
-    private readonly keys: RedisKeys,
+    private readonly shared: FeatureRedis,
     private readonly retentionMs: number,
-    private readonly metrics: WorkloadHealthMetrics,
-    private readonly logger: Logger,
   ) {}
 
   private key(agentId: number): string {
-    return this.keys.key('workload_health', agentId);
+    return this.shared.keys.key('workload_health', agentId);
   }
 
   async put(agentId: number, rec: HealthRecord): Promise<void> {
     if (rec.summary === null || rec.instance === null || rec.updatedAt === null) return;
-    await this.run(() => this.redis.eval(PUT_SCRIPT, 1, this.key(agentId), rec.instance!, String(rec.seq), rec.summary!, String(rec.updatedAt), String(this.retentionMs)));
+    await this.shared.run((redis) => redis.eval(PUT_SCRIPT, 1, this.key(agentId), rec.instance!, String(rec.seq), rec.summary!, String(rec.updatedAt), String(this.retentionMs)));
   }
 
   async seen(agentId: number, now: number): Promise<void> {
     const key = this.key(agentId);
-    await this.run(() => this.redis.multi().hset(key, 'last_seen', String(now)).pexpire(key, this.retentionMs).exec());
+    await this.shared.run((redis) => redis.multi().hset(key, 'last_seen', String(now)).pexpire(key, this.retentionMs).exec());
   }
 
   /** The agent's record in Redis; null when there is none, undefined when Redis failed. */
   async get(agentId: number): Promise<HealthRecord | null | undefined> {
-    const fields = await this.run(() => this.redis.hgetall(this.key(agentId)));
+    const fields = await this.shared.run((redis) => redis.hgetall(this.key(agentId)));
     if (fields === undefined) return undefined;
     const lastSeen = Number(fields.last_seen);
     if (!Number.isFinite(lastSeen)) return null;
@@ -63,19 +55,5 @@ export class RedisHealthMirror {
       instance: fields.instance ?? null,
       seq: Number(fields.seq) || 0,
     };
-  }
-
-  private async run<T>(command: () => Promise<T>): Promise<T | undefined> {
-    try {
-      const out = await command();
-      if (this.failing) this.logger.info('Redis answers again: workload health is shared with the other replicas');
-      this.failing = false;
-      return out;
-    } catch (err) {
-      this.metrics.redisErrors.inc();
-      if (!this.failing) this.logger.warn({ err }, 'Redis failed: workload health is answered from this replica\'s memory until it is back');
-      this.failing = true;
-      return undefined;
-    }
   }
 }
