@@ -428,6 +428,9 @@ describe('agent connection lifecycle', () => {
     const stack = await startStack({ upstream, agent: { kasConnections: 3 } });
     try {
       await stack.waitForAgent(3);
+      // Each session first carries agentk's own registration stream (agent_info); the spread is
+      // measured once those are done, so every session starts from zero streams.
+      await waitFor(() => stack.kas.registry.connections(1).every((c) => c.registration !== undefined && c.session.streamCount === 0), 'the registrations of the three sessions');
       const hangs = await Promise.all([0, 1, 2].map(() => proxyRequest(stack, 'GET', '/hang')));
       const counts = stack.kas.registry.connections(1).map((c) => c.session.streamCount);
       expect(counts.sort()).toEqual([1, 1, 1]);
