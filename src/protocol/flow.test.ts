@@ -138,6 +138,32 @@ describe('ReceiveWindow', () => {
     expect(w.outstanding).toBe(128 * KiB);
   });
 
+  test('with a probation, the window grows only after the consumer took that many windows without falling behind', () => {
+    const w = new ReceiveWindow(64 * KiB, 1024 * KiB, 0, 4);
+    let now = 0;
+    // Fast, but only three windows taken so far: a burst a socket's buffers could have absorbed.
+    for (let i = 0; i < 6; i++) {
+      w.received(32 * KiB);
+      now += 1;
+      expect(w.consumed(32 * KiB, now, 10, true)).toBe(32 * KiB);
+    }
+    expect(w.size).toBe(64 * KiB);
+    // The consumer fell behind: the 192 KiB it took no longer count.
+    w.fellBehind();
+    for (let i = 0; i < 7; i++) {
+      w.received(32 * KiB);
+      now += 1;
+      w.consumed(32 * KiB, now, 10, true);
+    }
+    expect(w.size).toBe(64 * KiB);
+    // The eighth half-window completes four windows in a row: now it may double.
+    w.received(32 * KiB);
+    now += 1;
+    expect(w.consumed(32 * KiB, now, 10, true)).toBe(32 * KiB + 64 * KiB);
+    expect(w.size).toBe(128 * KiB);
+    expect(w.outstanding).toBe(128 * KiB);
+  });
+
   test('the window does not grow when half of it took longer than two round trips to drain', () => {
     const w = new ReceiveWindow(64 * KiB, 1024 * KiB, 1000);
     w.received(32 * KiB);
