@@ -55,6 +55,9 @@ export const MIN_RTT_MS = 0.5;
 export const GROWTH_PROBATION_WINDOWS = 8;
 export const GROWTH_PROBATION_BYTES = 8 * 1024 * 1024;
 
+/** A consumer that took nothing for this long, ms, stalled: its probation starts again. */
+export const STALL_RESET_MS = 1000;
+
 /**
  * The receive side of one stream's window. `outstanding` is the credit the peer still holds: bytes
  * it may send before the next WINDOW frame. Credit is returned by `consumed`, i.e. when the reader
@@ -70,8 +73,9 @@ export class ReceiveWindow {
   private readonly maxWindow: number;
   private readonly probationWindows: number;
   private readonly probationBytes: number;
-  /** Bytes consumed since the consumer last fell behind (or since the stream opened). */
+  /** Bytes consumed since the consumer last stalled (or since the stream opened), and when last. */
   private streak = 0;
+  private lastConsumedAt: number;
 
   /**
    * `probationWindows`, `probationBytes`: how many times the current size, and how many bytes at
@@ -85,14 +89,7 @@ export class ReceiveWindow {
     this.epochStart = now;
     this.probationWindows = probationWindows;
     this.probationBytes = probationBytes;
-  }
-
-  /**
-   * The consumer fell behind (what arrived piles up unread): the window must earn its growth again.
-   * Credit already granted stays granted; nothing more than the consumed bytes is returned until then.
-   */
-  fellBehind(): void {
-    this.streak = 0;
+    this.lastConsumedAt = now;
   }
 
   /** Accounts received bytes; false when they overrun the credit the peer was given. */
@@ -111,9 +108,13 @@ export class ReceiveWindow {
    * bigger windows would only queue data ahead of other streams' frames.
    * `mayGrow` lets the caller refuse growth when memory budgets are tight. Growth also waits until
    * the consumer has taken `probationWindows` times the window (and `probationBytes`) since it last
-   * fell behind.
+   * stalled (took nothing for STALL_RESET_MS).
    */
   consumed(n: number, now: number, rttMs: number | null, mayGrow: boolean): number {
+    // A consumer that stopped for a while (a reader gone quiet, a socket whose buffers filled) has
+    // to prove itself again before the window grows.
+    if (now - this.lastConsumedAt > STALL_RESET_MS) this.streak = 0;
+    this.lastConsumedAt = now;
     this.unacked += n;
     this.streak += n;
     if (this.unacked < this.size / 2) return 0;

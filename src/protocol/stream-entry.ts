@@ -210,9 +210,6 @@ export class StreamEntry implements StreamCore, FrameSource {
     this.recvQueue.push(buf);
     this.recvBytes += n;
     if (this.wantsData) this.deliver();
-    // The peer spent all its credit on bytes the consumer has not taken and does not ask for: the
-    // consumer, not the window, holds the stream back, so its earlier speed no longer counts.
-    if (this.window.outstanding === 0 && !this.wantsData) this.window.fellBehind();
     return true;
   }
 
