@@ -45,20 +45,6 @@ export class BufferBudget {
 export const MIN_RTT_MS = 0.5;
 
 /**
- * Growth probation: before a window may double, its consumer must have taken GROWTH_PROBATION_BYTES
- * and GROWTH_PROBATION_WINDOWS times the window's size without falling behind. A consumer that
- * writes to a socket looks fast until the kernel's buffers on the way are full: a paused HTTP client
- * lets the kernel take up to net.ipv4.tcp_wmem's maximum (4 MiB by default) before a write waits, so
- * growth on speed alone handed a reader that had stopped reading a window of a MiB or more, which
- * then sat in this process's memory. A bulk reader passes the probation within its first few MiB.
- */
-export const GROWTH_PROBATION_WINDOWS = 8;
-export const GROWTH_PROBATION_BYTES = 8 * 1024 * 1024;
-
-/** A consumer that took nothing for this long, ms, stalled: its probation starts again. */
-export const STALL_RESET_MS = 1000;
-
-/**
  * The receive side of one stream's window. `outstanding` is the credit the peer still holds: bytes
  * it may send before the next WINDOW frame. Credit is returned by `consumed`, i.e. when the reader
  * took the bytes, never when they merely arrived.
@@ -71,25 +57,12 @@ export class ReceiveWindow {
   private unacked = 0;
   private epochStart: number;
   private readonly maxWindow: number;
-  private readonly probationWindows: number;
-  private readonly probationBytes: number;
-  /** Bytes consumed since the consumer last stalled (or since the stream opened), and when last. */
-  private streak = 0;
-  private lastConsumedAt: number;
 
-  /**
-   * `probationWindows`, `probationBytes`: how many times the current size, and how many bytes at
-   * least, the consumer must take without falling behind before the window may grow (0, 0: growth on
-   * speed alone).
-   */
-  constructor(initial: number, maxWindow: number, now: number, probationWindows = 0, probationBytes = 0) {
+  constructor(initial: number, maxWindow: number, now: number) {
     this.size = initial;
     this.outstanding = initial;
     this.maxWindow = Math.max(initial, maxWindow);
     this.epochStart = now;
-    this.probationWindows = probationWindows;
-    this.probationBytes = probationBytes;
-    this.lastConsumedAt = now;
   }
 
   /** Accounts received bytes; false when they overrun the credit the peer was given. */
@@ -106,21 +79,13 @@ export class ReceiveWindow {
    * round trip counts as at least MIN_RTT_MS (the time two busy event loops take to pass credit
    * back even on loopback), so a window settles near four times what the path holds in flight;
    * bigger windows would only queue data ahead of other streams' frames.
-   * `mayGrow` lets the caller refuse growth when memory budgets are tight. Growth also waits until
-   * the consumer has taken `probationWindows` times the window (and `probationBytes`) since it last
-   * stalled (took nothing for STALL_RESET_MS).
+   * `mayGrow` lets the caller refuse growth when memory budgets are tight.
    */
   consumed(n: number, now: number, rttMs: number | null, mayGrow: boolean): number {
-    // A consumer that stopped for a while (a reader gone quiet, a socket whose buffers filled) has
-    // to prove itself again before the window grows.
-    if (now - this.lastConsumedAt > STALL_RESET_MS) this.streak = 0;
-    this.lastConsumedAt = now;
     this.unacked += n;
-    this.streak += n;
     if (this.unacked < this.size / 2) return 0;
     let extra = 0;
-    const proven = this.streak >= Math.max(this.probationWindows * this.size, this.probationBytes);
-    if (mayGrow && proven && rttMs !== null && this.size < this.maxWindow && now - this.epochStart < 2 * Math.max(rttMs, MIN_RTT_MS)) {
+    if (mayGrow && rttMs !== null && this.size < this.maxWindow && now - this.epochStart < 2 * Math.max(rttMs, MIN_RTT_MS)) {
       const grown = Math.min(this.size * 2, this.maxWindow);
       extra = grown - this.size;
       this.size = grown;

@@ -12,7 +12,7 @@
 import { TunnelError, type TunnelErrorCode } from './errors.js';
 import { SplitFrame, type FrameSource, type OutFrame, type WriteCallback } from './fair-writer.js';
 import { FrameKind, encodeFrame, encodeRawDataHeader, type Head } from './frames.js';
-import { GROWTH_PROBATION_BYTES, GROWTH_PROBATION_WINDOWS, ReceiveWindow } from './flow.js';
+import { ReceiveWindow } from './flow.js';
 import { FRAME_OVERHEAD } from './limits.js';
 import { RECV_MACHINE, RecvEvent, RecvState, SEND_MACHINE, SendEvent, SendState, advance } from './stream-states.js';
 import { TunnelStream, type StreamCore } from './stream.js';
@@ -67,7 +67,7 @@ export class StreamEntry implements StreamCore, FrameSource {
     this.id = id;
     this.local = local;
     this.recv = local ? RecvState.AwaitingHead : RecvState.Receiving;
-    this.window = new ReceiveWindow(table.limits.initialWindow, table.tuning.maxWindow, table.now(), GROWTH_PROBATION_WINDOWS, GROWTH_PROBATION_BYTES);
+    this.window = new ReceiveWindow(table.limits.initialWindow, table.tuning.maxWindow, table.now());
     this.stream = new TunnelStream(this, id, local, peerHead, table.tuning.chunkSize);
   }
 
