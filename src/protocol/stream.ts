@@ -150,3 +150,36 @@ export function replyOf(stream: TunnelStream): Promise<Head> {
     stream.on('close', onClose);
   });
 }
+
+/**
+ * Reads the peer's whole direction of a stream, at most `max` bytes: more is PROTOCOL_ERROR
+ * (`the <what> is larger than <max> bytes`), found without reading further (the stream is paused);
+ * a stream that closes before its end is CONNECTION_LOST. Takes a body that arrived whole without
+ * copying it through the stream's buffers.
+ */
+export function readBounded(stream: TunnelStream, max: number, what: string): Promise<Buffer> {
+  const tooLarge = () => new TunnelError('PROTOCOL_ERROR', `the ${what} is larger than ${max} bytes`);
+  const whole = stream.takeWhole();
+  if (whole) {
+    const size = whole.reduce((n, c) => n + c.byteLength, 0);
+    return size > max ? Promise.reject(tooLarge()) : Promise.resolve(Buffer.concat(whole, size));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size > max) {
+        stream.off('data', onData);
+        stream.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    stream.on('data', onData);
+    stream.once('end', () => resolve(Buffer.concat(chunks, size)));
+    stream.once('error', reject);
+    stream.once('close', () => reject(new TunnelError('CONNECTION_LOST', `the stream closed before the ${what} arrived`)));
+  });
+}

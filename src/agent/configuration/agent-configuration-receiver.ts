@@ -15,7 +15,7 @@ import {
   type AgentConfigHead,
 } from '../../protocol/agent-config.js';
 import { TunnelError } from '../../protocol/errors.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import { readBounded, type TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
 import { SectionFanOut, type SectionListener } from '../../shared/section-fan-out.js';
 import type { AgentkModule } from '../module.js';
@@ -70,27 +70,6 @@ export interface AppliedAgentConfig {
   logLevel: string;
 }
 
-/** Reads a stream's data up to `max` bytes; rejects with PROTOCOL_ERROR beyond it. */
-function readBounded(stream: TunnelStream, max: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.byteLength;
-      if (size > max) {
-        stream.off('data', onData);
-        reject(new TunnelError('PROTOCOL_ERROR', `the configuration is larger than ${max} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    stream.on('data', onData);
-    stream.once('end', () => resolve(Buffer.concat(chunks, size)));
-    stream.once('error', reject);
-    stream.once('close', () => reject(new TunnelError('CONNECTION_LOST', 'the stream closed before the configuration arrived')));
-  });
-}
-
 export class AgentConfigurationReceiver implements AgentkModule {
   readonly name = 'configuration';
   private readonly options: AgentConfigurationOptions;
@@ -124,7 +103,7 @@ export class AgentConfigurationReceiver implements AgentkModule {
       stream.reset('PROTOCOL_ERROR', (err as Error).message);
       return;
     }
-    readBounded(stream, MAX_AGENT_CONFIG_BYTES).then(
+    readBounded(stream, MAX_AGENT_CONFIG_BYTES, 'configuration').then(
       (data) => {
         if (stream.destroyed) return;
         let reply: { applied: boolean; error?: string };

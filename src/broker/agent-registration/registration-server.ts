@@ -8,7 +8,7 @@
  */
 import { decodeAgentInfo, decodeAgentInfoHead, encodeAgentInfoReply, MAX_AGENT_INFO_BYTES } from '../../protocol/agent-info.js';
 import { TunnelError } from '../../protocol/errors.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import { readBounded, type TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RegisterAgentEvent } from '../gitlab/agent-events.js';
 import type { ConnectionRecords } from '../replicas/replica-state.js';
@@ -24,34 +24,6 @@ export interface RegistrationServerDeps {
   metrics: RegistrationMetrics;
   /** How long agentk may take to send its whole registration, ms. */
   readTimeoutMs?: number;
-}
-
-/** Reads a stream's data up to `max` bytes; rejects with PROTOCOL_ERROR beyond it (without reading more). */
-function readBounded(stream: TunnelStream, max: number): Promise<Buffer> {
-  const whole = stream.takeWhole();
-  if (whole) {
-    const size = whole.reduce((n, c) => n + c.byteLength, 0);
-    if (size > max) return Promise.reject(new TunnelError('PROTOCOL_ERROR', `invalid agent_info: the document is more than ${max} bytes`));
-    return Promise.resolve(Buffer.concat(whole, size));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.byteLength;
-      if (size > max) {
-        stream.off('data', onData);
-        stream.pause();
-        reject(new TunnelError('PROTOCOL_ERROR', `invalid agent_info: the document is more than ${max} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    stream.on('data', onData);
-    stream.once('end', () => resolve(Buffer.concat(chunks, size)));
-    stream.once('error', reject);
-    stream.once('close', () => reject(new TunnelError('CONNECTION_LOST', 'the stream closed before the registration arrived')));
-  });
 }
 
 export class RegistrationServer {
@@ -76,7 +48,7 @@ export class RegistrationServer {
       stream.reset('CANCELLED', 'agentk did not send its registration in time');
     }, this.deps.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS);
     timer.unref();
-    readBounded(stream, MAX_AGENT_INFO_BYTES)
+    readBounded(stream, MAX_AGENT_INFO_BYTES, 'agent_info document')
       .then((data) => {
         clearTimeout(timer);
         if (stream.destroyed) return;
