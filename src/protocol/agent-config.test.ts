@@ -8,19 +8,8 @@ import {
   encodeAgentConfigHead,
   encodeAgentConfigReply,
 } from './agent-config.js';
-import { TunnelError } from './errors.js';
 import type { Head } from './frames.js';
-
-function protocolError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TunnelError);
-    expect((err as TunnelError).code).toBe('PROTOCOL_ERROR');
-    return (err as TunnelError).message;
-  }
-  throw new Error('expected a PROTOCOL_ERROR, but the message was accepted');
-}
+import { protocolError } from './testing/protocol-error.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 

@@ -1,5 +1,5 @@
-import { TunnelError } from './errors.js';
 import { AGENT_INFO_STREAM, checkAgentInfo, decodeAgentInfo, decodeAgentInfoHead, decodeAgentInfoReply, encodeAgentInfo, encodeAgentInfoHead, encodeAgentInfoReply, MAX_AGENT_INFO_BYTES, type AgentInfo } from './agent-info.js';
+import { protocolError } from './testing/protocol-error.js';
 
 const info: AgentInfo = {
   version: '1.2.3',
@@ -13,17 +13,6 @@ const info: AgentInfo = {
 };
 
 const bytes = (doc: unknown) => new TextEncoder().encode(JSON.stringify(doc));
-
-function protocolError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TunnelError);
-    expect((err as TunnelError).code).toBe('PROTOCOL_ERROR');
-    return (err as Error).message;
-  }
-  throw new Error('expected a PROTOCOL_ERROR');
-}
 
 describe('agent_info', () => {
   test('round trip: what agentk encodes kas decodes to the same fields', () => {

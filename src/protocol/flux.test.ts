@@ -1,4 +1,3 @@
-import { TunnelError } from './errors.js';
 import {
   decodeFluxDownMessage,
   decodeFluxReplyHead,
@@ -9,17 +8,7 @@ import {
   MAX_FLUX_MESSAGE_BYTES,
   MAX_FLUX_PROJECTS,
 } from './flux.js';
-
-function protocolError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TunnelError);
-    expect((err as TunnelError).code).toBe('PROTOCOL_ERROR');
-    return (err as Error).message;
-  }
-  throw new Error('expected a PROTOCOL_ERROR');
-}
+import { protocolError } from './testing/protocol-error.js';
 
 describe('flux_git_push messages', () => {
   test('messages survive any cutting of the stream data', () => {

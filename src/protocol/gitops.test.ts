@@ -18,6 +18,7 @@ import {
   type ReceivedSnapshot,
 } from './gitops.js';
 import { isTunnelError } from './errors.js';
+import { protocolError } from './testing/protocol-error.js';
 
 const settings: ManifestSettingsWire = {
   default_namespace: 'default',
@@ -54,16 +55,6 @@ function receive(bytes: Buffer, pieceSize = 7): ReceivedSnapshot[] {
     }
   }
   return out;
-}
-
-function protocolError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (isTunnelError(err) && err.code === 'PROTOCOL_ERROR') return err.message;
-    throw err;
-  }
-  throw new Error('no PROTOCOL_ERROR');
 }
 
 describe('gitops_manifests heads', () => {

@@ -1,4 +1,3 @@
-import { TunnelError } from './errors.js';
 import {
   MAX_HEALTH_NAMESPACES,
   MAX_HEALTH_PROBLEMS_PER_NAMESPACE,
@@ -12,6 +11,7 @@ import {
   encodeWorkloadHealthReply,
   type WorkloadHealthSummary,
 } from './workload-health.js';
+import { protocolError } from './testing/protocol-error.js';
 
 const GOOD: WorkloadHealthSummary = {
   namespaces: [
@@ -34,17 +34,6 @@ function bytes(doc: unknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(doc));
 }
 
-function refused(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TunnelError);
-    expect((err as TunnelError).code).toBe('PROTOCOL_ERROR');
-    return (err as Error).message;
-  }
-  throw new Error('expected the input to be refused with PROTOCOL_ERROR');
-}
-
 describe('workload health protocol', () => {
   it('round-trips a head, a summary and a reply', () => {
     expect(decodeWorkloadHealthHead(encodeWorkloadHealthHead({ instance: 'abc', seq: 7 }))).toEqual({ instance: 'abc', seq: 7 });
@@ -53,21 +42,21 @@ describe('workload health protocol', () => {
   });
 
   it('refuses bad heads', () => {
-    refused(() => decodeWorkloadHealthHead({ t: 'other', instance: 'a', seq: 1 }));
-    refused(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: '', seq: 1 }));
-    refused(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'x'.repeat(65), seq: 1 }));
-    refused(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: -1 }));
-    refused(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: 1.5 }));
-    refused(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: '1' }));
-    refused(() => decodeWorkloadHealthReply({ accepted: 'yes' }));
+    protocolError(() => decodeWorkloadHealthHead({ t: 'other', instance: 'a', seq: 1 }));
+    protocolError(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: '', seq: 1 }));
+    protocolError(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'x'.repeat(65), seq: 1 }));
+    protocolError(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: -1 }));
+    protocolError(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: 1.5 }));
+    protocolError(() => decodeWorkloadHealthHead({ t: WORKLOAD_HEALTH_STREAM, instance: 'a', seq: '1' }));
+    protocolError(() => decodeWorkloadHealthReply({ accepted: 'yes' }));
   });
 
   it('refuses data that is not a UTF-8 JSON object, or too large', () => {
-    refused(() => decodeWorkloadHealthData(new Uint8Array([0xff, 0xfe])));
-    refused(() => decodeWorkloadHealthData(bytes('[1,2')));
-    refused(() => decodeWorkloadHealthData(bytes([])));
-    refused(() => decodeWorkloadHealthData(bytes(null)));
-    expect(refused(() => decodeWorkloadHealthData(new Uint8Array(MAX_WORKLOAD_HEALTH_BYTES + 1)))).toMatch(/limit/);
+    protocolError(() => decodeWorkloadHealthData(new Uint8Array([0xff, 0xfe])));
+    protocolError(() => decodeWorkloadHealthData(bytes('[1,2')));
+    protocolError(() => decodeWorkloadHealthData(bytes([])));
+    protocolError(() => decodeWorkloadHealthData(bytes(null)));
+    expect(protocolError(() => decodeWorkloadHealthData(new Uint8Array(MAX_WORKLOAD_HEALTH_BYTES + 1)))).toMatch(/limit/);
   });
 
   it('refuses summaries of the wrong shape, naming the field', () => {
@@ -90,22 +79,22 @@ describe('workload health protocol', () => {
       [{ ...GOOD, namespaces: [{ ...ns, problems: [{ kind: 'Job', name: 'x', problem: 'Failed', reason: 5 }] }] }, /reason must be a string/],
       [{ ...GOOD, namespaces: [{ ...ns, problems: [null] }] }, /must be an object/],
     ];
-    for (const [doc, message] of cases) expect(refused(() => decodeWorkloadHealthData(bytes(doc)))).toMatch(message);
+    for (const [doc, message] of cases) expect(protocolError(() => decodeWorkloadHealthData(bytes(doc)))).toMatch(message);
   });
 
   it('refuses more namespaces or problems than the caps', () => {
     const manyNamespaces = { ...GOOD, namespaces: Array.from({ length: MAX_HEALTH_NAMESPACES + 1 }, (_, i) => ({ namespace: `ns${i}`, problems: [], omitted: 0 })) };
-    expect(refused(() => decodeWorkloadHealthData(bytes(manyNamespaces)))).toMatch(/at most 200 namespaces/);
+    expect(protocolError(() => decodeWorkloadHealthData(bytes(manyNamespaces)))).toMatch(/at most 200 namespaces/);
     const problem = { kind: 'Job', name: 'j', problem: 'Failed' };
     const manyProblems = { ...GOOD, namespaces: [{ namespace: 'a', omitted: 0, problems: Array.from({ length: MAX_HEALTH_PROBLEMS_PER_NAMESPACE + 1 }, () => problem) }] };
-    expect(refused(() => decodeWorkloadHealthData(bytes(manyProblems)))).toMatch(/at most 100 problems per namespace/);
+    expect(protocolError(() => decodeWorkloadHealthData(bytes(manyProblems)))).toMatch(/at most 100 problems per namespace/);
     const overall = { ...GOOD, namespaces: Array.from({ length: 11 }, (_, i) => ({ namespace: `ns${i}`, omitted: 0, problems: Array.from({ length: 100 }, () => problem) })) };
-    expect(refused(() => decodeWorkloadHealthData(bytes(overall)))).toMatch(/at most 1000 problems/);
+    expect(protocolError(() => decodeWorkloadHealthData(bytes(overall)))).toMatch(/at most 1000 problems/);
   });
 
   it('keeps only the documented fields of what it accepts (no prototype tricks)', () => {
     const doc = JSON.parse('{"namespaces":[],"omitted_namespaces":0,"omitted_problems":0,"__proto__":{"polluted":true}}') as unknown;
-    expect(refused(() => decodeWorkloadHealthData(bytes(doc)))).toMatch(/unknown field "__proto__"/);
+    expect(protocolError(() => decodeWorkloadHealthData(bytes(doc)))).toMatch(/unknown field "__proto__"/);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 });
