@@ -3,7 +3,8 @@
  * runs every variant one after the other (rotating the order), so the load other programs put on a
  * shared machine hits them alike. Prints, per variant, the median over rounds of the CPU each process
  * spent per small request (wrk -c 32 and -c 1) and per 100 MB of bulk, with the throughputs; the
- * ceiling (two plain relays) runs in the same rounds as the reference.
+ * ceiling (two plain relays) runs in the same rounds as the reference. Beside the CPU, the read and
+ * write system calls per request (or per 100 MB) of each process, from /proc/PID/io.
  *
  *   node dist/bench/ab.js --variant base=.base/dist,.base/dist --variant new=dist,dist [--rounds 3]
  *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk]
@@ -15,7 +16,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { cpuMs, killAllNow, stopAll } from './lib/proc.js';
+import { cpuMs, ioCalls, killAllNow, stopAll } from './lib/proc.js';
 import { authHeaders, baseUrl, ceilingPath, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig, type Member, type Path } from './lib/stack.js';
 import { Wrk, curlBulk } from './lib/tools.js';
 
@@ -38,16 +39,25 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function snapshot(list: Member[]): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const { role, pid } of list) m.set(role, cpuMs(pid));
+interface Usage {
+  ms: number;
+  reads: number;
+  writes: number;
+}
+
+function snapshot(list: Member[]): Map<string, Usage> {
+  const m = new Map<string, Usage>();
+  for (const { role, pid } of list) m.set(role, { ms: cpuMs(pid), ...ioCalls(pid) });
   return m;
 }
 
-function delta(before: Map<string, number>, list: Member[]): Record<string, number> {
+function delta(before: Map<string, Usage>, list: Member[]): Record<string, Usage> {
   const after = snapshot(list);
-  const out: Record<string, number> = {};
-  for (const [role, ms] of after) out[role] = ms - (before.get(role) ?? 0);
+  const out: Record<string, Usage> = {};
+  for (const [role, u] of after) {
+    const b = before.get(role) ?? { ms: 0, reads: 0, writes: 0 };
+    out[role] = { ms: u.ms - b.ms, reads: u.reads - b.reads, writes: u.writes - b.writes };
+  }
   return out;
 }
 
@@ -119,14 +129,24 @@ async function main(): Promise<void> {
           const before = snapshot(list);
           const r = await wrk.run(`${baseUrl(p)}/small`, c, seconds, headers);
           if (r.errors > 0) console.log(`  ! ${name} ${fig}: ${r.errors} errors`);
-          for (const [role, ms] of Object.entries(delta(before, list))) add(fig, name, role, (ms * 1000) / Math.max(1, r.requests));
+          const n = Math.max(1, r.requests);
+          for (const [role, u] of Object.entries(delta(before, list))) {
+            add(fig, name, role, (u.ms * 1000) / n);
+            add(`${fig} reads`, name, role, u.reads / n);
+            add(`${fig} writes`, name, role, u.writes / n);
+          }
           ((speed[fig] ??= {})[name] ??= []).push(r.rps);
           if (c === 1) (p99[name] ??= []).push(r.p99Us / 1000);
         }
         if (only.has('bulk')) {
           const before = snapshot(list);
           const r = await curlBulk(`${baseUrl(p)}/big?bytes=${bulkBytes}`, bulkBytes, headers, 300_000);
-          for (const [role, ms] of Object.entries(delta(before, list))) add('bulk', name, role, (ms * 100 * 1e6) / bulkBytes);
+          for (const [role, u] of Object.entries(delta(before, list))) {
+            const per100MB = (100 * 1e6) / bulkBytes;
+            add('bulk', name, role, u.ms * per100MB);
+            add('bulk reads', name, role, u.reads * per100MB);
+            add('bulk writes', name, role, u.writes * per100MB);
+          }
           ((speed.bulk ??= {})[name] ??= []).push(r.mbps);
         }
       }
@@ -142,6 +162,8 @@ async function main(): Promise<void> {
         const sp = speed[fig]?.[name] ?? [];
         const lat = fig === 'rps-1' ? `, p99 ${f(median(p99[name] ?? []))} ms` : '';
         console.log(`  ${name.padEnd(10)} ${f(median(sp)).padStart(6)} ${fig === 'bulk' ? 'MB/s' : 'req/s'}${lat}; CPU ${parts.join(', ')}`);
+        const calls = Object.keys(roles).map((role) => `${role} ${f(median(cpu[`${fig} reads`]?.[name]?.[role] ?? []))}/${f(median(cpu[`${fig} writes`]?.[name]?.[role] ?? []))}`);
+        console.log(`  ${''.padEnd(17)} system calls read/write per ${fig === 'bulk' ? '100 MB' : 'request'}: ${calls.join(', ')}`);
       }
     }
   } finally {

@@ -168,6 +168,18 @@ export function cpuMs(pid: number): number {
   }
 }
 
+/** Read and write system calls `pid` has made so far (/proc/PID/io); zeros when it is gone. */
+export function ioCalls(pid: number): { reads: number; writes: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const reads = Number(/^syscr: (\d+)$/m.exec(io)?.[1] ?? 0);
+    const writes = Number(/^syscw: (\d+)$/m.exec(io)?.[1] ?? 0);
+    return { reads, writes };
+  } catch {
+    return { reads: 0, writes: 0 };
+  }
+}
+
 /** Pids of every descendant of `pid` (children, grandchildren, ...). */
 export function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
