@@ -3,8 +3,13 @@
  * KubernetesApiProxyServer is the other end), forwarding each as one request to this cluster's API
  * server. The request head is validated, the client's credentials and hop-by-hop headers are
  * dropped, kas's impersonation is applied, and the request goes to the API server and nowhere else.
- * Bodies stream both ways with backpressure (pipe), never buffered whole. After a 101 the stream carries raw bytes both ways
+ * Bodies stream both ways with backpressure, never buffered whole. After a 101 the stream carries raw bytes both ways
  * (exec, attach, port-forward), each direction ending on its own.
+ *
+ * Two upstream clients: a request whose body is whole (or absent), without Upgrade or Expect, the
+ * hot path (gets, lists, watches, small writes), goes through the API server client's undici pool
+ * with this exchange as the dispatch handler; uploads of unknown length, upgrades and Expect go
+ * through node:http (undici refuses Upgrade and Expect headers on a plain dispatch).
  *
  * Whether the request has a body is read from the wire, never from the method: an OPEN that ended
  * the stream carried the whole body (usually none); otherwise the body is whatever kas sends.
@@ -15,7 +20,8 @@
  */
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { decodeRequestHead, encodeResponseHead, type HttpRequestHead } from '../../protocol/http.js';
+import type { Dispatcher } from 'undici';
+import { decodeRequestHead, encodeResponseHead, type HeaderPair, type HttpRequestHead } from '../../protocol/http.js';
 import { connectionTokens, hasImpersonationHeaders, headerValue, isUpgradeRequest } from '../../protocol/http-rules.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
@@ -71,9 +77,25 @@ export class ApiServerForwarder {
 
 type Phase = 'starting' | 'waiting' | 'responding' | 'upgraded' | 'done';
 
-/** One request: its stream, its upstream request, and what has happened so far. */
-class Exchange {
+/** Codes of undici's errors for a request it refuses to send (bad method, path or header). */
+const INVALID_REQUEST = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+
+/**
+ * One request: its stream, its upstream request, and what has happened so far. On the undici path
+ * the exchange is itself the dispatch handler (onConnect ... onError).
+ */
+class Exchange implements Dispatcher.DispatchHandlers {
   private phase: Phase = 'starting';
+  /** undici path: aborts the upstream request (null before undici connected it, or on node:http). */
+  private abortUpstream: ((err?: Error) => void) | null = null;
+  /** undici path: the response's status and headers, until they go out. */
+  private status = 0;
+  private rawHeaders: string[] | null = null;
+  /** undici path: body bytes that came with the head, held until the head goes out (one read at most). */
+  private pending: Buffer[] | null = null;
+  private pendingBytes = 0;
+  private headSent = false;
+  private resumeUpstream: (() => void) | null = null;
   private req: ClientRequest | null = null;
   private res: IncomingMessage | null = null;
   private socket: Socket | null = null;
@@ -94,7 +116,7 @@ class Exchange {
   bufferedBytes(): number {
     const res = this.res;
     const upstream = res ? res.readableLength + (res.socket?.readableLength ?? 0) : (this.socket?.readableLength ?? 0);
-    return upstream + (this.stream.destroyed ? 0 : this.stream.bufferedLength);
+    return upstream + this.pendingBytes + (this.stream.destroyed ? 0 : this.stream.bufferedLength);
   }
 
   /** This stream's logger, made when first needed (most requests log nothing at the default level). */
@@ -128,6 +150,7 @@ class Exchange {
     const whole = upgrade ? null : stream.takeWhole();
     const streamed = !upgrade && whole === null;
     const known = whole === null || whole.length === 0 ? null : whole.length === 1 ? whole[0]! : Buffer.concat(whole);
+    if (!upgrade && !streamed && headerValue(headers, 'expect') === undefined) return this.dispatch(head.method, head.path, headers, known);
     // A body of unknown length goes chunked: node:http would send it unframed for some methods
     // (DELETE) and drop it for others (GET).
     if ((streamed || known !== null) && headerValue(headers, 'content-length') === undefined) headers.push(['Transfer-Encoding', 'chunked']);
@@ -150,7 +173,7 @@ class Exchange {
     req.on('error', (err) => this.onUpstreamError(err));
     req.on('response', (res) => this.onResponse(res));
     if (upgrade) {
-      req.on('upgrade', (res, socket, upgradeHead) => this.onUpgrade(res, socket, upgradeHead));
+      req.on('upgrade', (res, socket, upgradeHead) => this.relayUpgrade(res, socket, upgradeHead));
       req.end();
     } else if (streamed) {
       stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
@@ -161,6 +184,96 @@ class Exchange {
     } else {
       req.end();
     }
+  }
+
+  /** The undici path: a request whose body (if any) is `body`, whole. */
+  private async dispatch(method: string, path: string, headers: readonly HeaderPair[], body: Buffer | null): Promise<void> {
+    let target;
+    try {
+      target = await this.client.prepare(path, flatten(headers));
+    } catch (err) {
+      return this.refuse(502, `cannot prepare the request to the Kubernetes API server: ${(err as Error).message}`, 'upstream_unavailable');
+    }
+    if (this.phase !== 'starting') return;
+    this.phase = 'waiting';
+    if (body) this.metrics.bytesRelayed.inc({ direction: 'request' }, body.byteLength);
+    // Errors, the request's own included (a bad header), come to onError.
+    this.client.dispatcher().dispatch({ method: method as Dispatcher.HttpMethod, path: target.path, headers: target.headers, body }, this);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    // The stream may have closed while the request waited for a connection.
+    if (this.phase === 'done') abort(new Error('the tunnel stream closed'));
+    else this.abortUpstream = abort;
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (status < 200) return true; // 1xx informational: the final answer follows.
+    if (this.phase !== 'waiting') return false;
+    this.phase = 'responding';
+    this.status = status;
+    const names: string[] = new Array<string>(rawHeaders.length);
+    for (let i = 0; i < rawHeaders.length; i++) names[i] = rawHeaders[i]!.toString('latin1');
+    this.rawHeaders = names;
+    this.resumeUpstream = resume;
+    // The body that came in the same read is handed over right after; looking once that read is
+    // done lets a small answer go out whole (head, body and end in one frame).
+    queueMicrotask(() => this.sendHead(false));
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.phase !== 'responding') return false;
+    this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength);
+    if (!this.headSent) {
+      (this.pending ??= []).push(chunk);
+      this.pendingBytes += chunk.byteLength;
+      return true;
+    }
+    if (this.stream.write(chunk)) return true;
+    this.stream.once('drain', this.resumeUpstream!);
+    return false;
+  }
+
+  onComplete(): void {
+    if (this.phase !== 'responding') return;
+    this.abortUpstream = null;
+    if (!this.headSent) this.sendHead(true);
+    else this.stream.end();
+  }
+
+  onError(err: Error): void {
+    this.abortUpstream = null;
+    if (this.settled) return;
+    if (this.phase === 'waiting' && INVALID_REQUEST.has((err as Error & { code?: string }).code ?? '')) {
+      return this.refuse(400, `invalid request: ${err.message}`, 'bad_request');
+    }
+    // Nothing was relayed yet: the client gets a Status rather than a reset.
+    if (this.phase === 'responding' && !this.headSent) this.phase = 'waiting';
+    this.onUpstreamError(err);
+  }
+
+  /** undici path: the response head goes out, with what body came with it, and the end if it is all here. */
+  private sendHead(complete: boolean): void {
+    if (this.headSent || this.phase !== 'responding') return;
+    this.headSent = true;
+    const stream = this.stream;
+    const pending = this.pending;
+    this.pending = null;
+    this.pendingBytes = 0;
+    const body = pending === null ? undefined : pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+    try {
+      stream.reply(encodeResponseHead({ status: this.status, headers: responseHeaders(this.rawHeaders!, false) }), complete ? { data: body, end: true } : undefined);
+    } catch (err) {
+      this.abortUpstream?.(err as Error);
+      this.headSent = false;
+      this.phase = 'waiting';
+      return this.refuse(502, `the Kubernetes API server's response cannot be relayed: ${(err as Error).message}`, 'upstream_unavailable');
+    }
+    this.rawHeaders = null;
+    if (this.parentLog.isLevelEnabled('debug')) this.log.debug({ method: this.head?.method, path: this.head?.path, status: this.status }, 'relaying response');
+    stream.once('finish', () => this.settle('ok'));
+    if (!complete && body !== undefined && !stream.write(body)) stream.once('drain', this.resumeUpstream!);
   }
 
   private onResponse(res: IncomingMessage): void {
@@ -208,7 +321,7 @@ class Exchange {
     res.pipe(stream);
   }
 
-  private onUpgrade(res: IncomingMessage, socket: Socket, upgradeHead: Buffer): void {
+  private relayUpgrade(res: IncomingMessage, socket: Socket, upgradeHead: Buffer): void {
     const stream = this.stream;
     if (this.phase !== 'waiting') {
       socket.destroy();
@@ -273,6 +386,8 @@ class Exchange {
   private teardown(destroyUpstream: boolean): void {
     this.phase = 'done';
     if (destroyUpstream) {
+      this.abortUpstream?.(new Error('the tunnel stream closed'));
+      this.abortUpstream = null;
       this.req?.destroy();
       this.res?.destroy();
       this.socket?.destroy();
@@ -302,7 +417,11 @@ class Exchange {
       return;
     }
     this.discardRequestBody();
-    if (code >= 500) this.req?.destroy();
+    if (code >= 500) {
+      this.req?.destroy();
+      this.abortUpstream?.(new Error(message));
+      this.abortUpstream = null;
+    }
   }
 
   private discardRequestBody(): void {
