@@ -8,7 +8,7 @@ import tseslint from 'typescript-eslint';
 const ioLibraries = ['ws', 'fastify', 'fastify/*', '@fastify/*', '@kubernetes/client-node', 'undici', 'ioredis', 'node:http', 'node:https', 'node:net', 'node:tls', 'http', 'https', 'net', 'tls'];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.dev/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.dev/**', '.base/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
