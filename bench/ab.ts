@@ -7,12 +7,17 @@
  * write system calls per request (or per 100 MB) of each process, from /proc/PID/io.
  *
  *   node dist/bench/ab.js --variant base=.base/dist,.base/dist --variant new=dist,dist [--rounds 3]
- *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk]
+ *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin]
+ *
+ * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
+ * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the
+ * unpinned figures are bimodal (kas and agentk on one core half the time): report both.
  *
  * A variant is NAME=KAS_DIST,AGENTK_DIST (compiled trees; a kas of one build with an agentk of
  * another measures mixed versions too). Copy a build aside with `cp -r dist .base/dist` before
  * changing the code; the copy must stay inside the repository so it finds node_modules.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -45,6 +50,11 @@ interface Usage {
   writes: number;
 }
 
+/** Binds every thread of each member to its own core, in order (taskset). */
+function pin(list: Member[]): void {
+  list.forEach(({ pid }, i) => execFileSync('taskset', ['-a', '-p', '-c', String(i % os.cpus().length), String(pid)], { stdio: 'ignore' }));
+}
+
 function snapshot(list: Member[]): Map<string, Usage> {
   const m = new Map<string, Usage>();
   for (const { role, pid } of list) m.set(role, { ms: cpuMs(pid), ...ioCalls(pid) });
@@ -74,6 +84,7 @@ async function main(): Promise<void> {
   const seconds = Number(values(argv, '--seconds')[0] ?? 3);
   const bulkBytes = Number(values(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
   const tls = argv.includes('--tls');
+  const pinned = argv.includes('--pin');
   const only = new Set((values(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
   const tmp = mkdtempSync(join(os.tmpdir(), 'kas-ab-'));
   const logDir = join(tmp, 'logs');
@@ -106,6 +117,7 @@ async function main(): Promise<void> {
       paths.set(v.name, path);
     }
     const names = [...paths.keys()];
+    if (pinned) for (const p of paths.values()) pin(p.members());
     // figure -> path -> role -> per-round values
     const cpu: Record<string, Record<string, Record<string, number[]>>> = {};
     const speed: Record<string, Record<string, number[]>> = {};
@@ -152,7 +164,7 @@ async function main(): Promise<void> {
       }
     }
     const f = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-');
-    console.log(`\n=== medians over ${rounds} rounds (${tls ? 'wss' : 'ws'}); CPU: µs per request (rps) or ms per 100 MB (bulk) ===`);
+    console.log(`\n=== medians over ${rounds} rounds (${tls ? 'wss' : 'ws'}${pinned ? ', pinned' : ''}); CPU: µs per request (rps) or ms per 100 MB (bulk) ===`);
     for (const fig of ['rps-32', 'rps-1', 'bulk']) {
       if (!only.has(fig)) continue;
       console.log(`${fig}:`);

@@ -10,9 +10,12 @@ export function tokenDigest(token: string): Buffer {
   return hash('sha256', token, 'buffer');
 }
 
-/** Constant-time comparison of a presented token with a stored digest (length-independent). */
-export function tokenMatches(presented: string, digest: Buffer): boolean {
-  return timingSafeEqual(tokenDigest(presented), digest);
+/**
+ * Constant-time comparison of two digests (length-independent: both are SHA-256). A presented token
+ * is hashed once with tokenDigest, then compared with each stored digest.
+ */
+export function digestsMatch(presented: Buffer, digest: Buffer): boolean {
+  return timingSafeEqual(presented, digest);
 }
 
 /** Reads a token file: trailing newline trimmed; an empty file is an error naming the file. */

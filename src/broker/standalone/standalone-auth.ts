@@ -3,7 +3,7 @@
  * from files at start and kept only as SHA-256 digests, compared in constant time.
  */
 import type { Impersonation } from '../../protocol/http.js';
-import { readTokenFile, tokenDigest, tokenMatches } from '../../shared/tokens.js';
+import { digestsMatch, readTokenFile, tokenDigest } from '../../shared/tokens.js';
 import { ConfigError } from '../configuration/config-error.js';
 import type { AccessAs, StandaloneConfig } from './config.js';
 import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyRequestCredentials } from '../auth/types.js';
@@ -42,7 +42,8 @@ export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
   async authenticate(token: string): Promise<AgentIdentity | null> {
     // Check every entry, so the time taken does not depend on which one matches.
     let found: AgentIdentity | null = null;
-    for (const a of this.agents) if (tokenMatches(token, a.digest)) found = a.identity;
+    const presented = tokenDigest(token);
+    for (const a of this.agents) if (digestsMatch(presented, a.digest)) found = a.identity;
     return found;
   }
 
@@ -57,9 +58,10 @@ export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
     const token = m[2]!;
     let entry: ProxyEntry | null = null;
     let known = false;
+    const presented = tokenDigest(token);
     for (const t of this.proxyTokens) {
       if (t.agents.has(agentId)) known = true;
-      if (tokenMatches(token, t.digest) && t.agents.has(agentId)) entry = t;
+      if (digestsMatch(presented, t.digest) && t.agents.has(agentId)) entry = t;
     }
     if (!entry) return { ok: false, status: 401, message: 'unauthorized', reason: known ? 'wrong_token' : 'unknown_agent' };
     return { ok: true, decision: { agentId, impersonate: entry.impersonate, credential: 'pat' } };
