@@ -140,6 +140,13 @@ test('a GET with a body of unknown length (OPEN not final) reaches the API serve
   expect(te.length === 0 || cl.length === 0).toBe(true);
 }, TEST_TIMEOUT_MS);
 
+test('an informational 1xx (103 Early Hints) before the answer is not relayed: kas gets the final 200 and its body', async () => {
+  const answer = await kas.request({ method: 'GET', path: '/early-hints', headers: [], impersonate: null });
+  expect(answer.status).toBe(200);
+  expect(answer.body.toString()).toBe('final');
+  expect(headerValues(answer.headers, 'link')).toEqual([]);
+}, TEST_TIMEOUT_MS);
+
 test('a GET whose body came whole in the OPEN frame reaches the API server with it', async () => {
   const body = Buffer.from('{"kind":"Small"}');
   const answer = await kas.request({ method: 'GET', path: '/echo', headers: [], impersonate: null }, body);

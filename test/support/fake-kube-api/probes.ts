@@ -10,6 +10,7 @@
  * - `/slow`: the head at once, the body `done` once the test calls `release('slow')`.
  * - `/die`: the head and `partial`, then the connection drops.
  * - `/hang`: the head and `partial`, then nothing; `hangAborted` resolves when the client gives up.
+ * - `/early-hints`: a 103 Early Hints (`Link`), then 200 `final`.
  *
  * Upgrades (any Upgrade header is accepted and echoed back in the 101):
  * - `/exec/client-first`: echoes raw bytes; after the client's end, says `bye` and ends.
@@ -78,6 +79,12 @@ export class Probes {
       case '/die':
         res.writeHead(200, { 'Content-Type': 'text/plain' });
         res.write('partial', () => res.socket?.destroy());
+        return true;
+      case '/early-hints':
+        res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' }, () => {
+          res.writeHead(200, { 'Content-Type': 'text/plain' });
+          res.end('final');
+        });
         return true;
       case '/hang':
         res.on('close', () => {
