@@ -7,7 +7,10 @@
  * write system calls per request (or per 100 MB) of each process, from /proc/PID/io.
  *
  *   node dist/bench/ab.js --variant base=.base/dist,.base/dist --variant new=dist,dist [--rounds 3]
- *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin]
+ *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin] [--keep]
+ *
+ * --keep: the processes' logs stay in the printed directory. --node-arg X (repeatable): a node option
+ * for kas and agentk, e.g. --node-arg --trace-gc.
  *
  * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
  * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the
@@ -85,6 +88,8 @@ async function main(): Promise<void> {
   const bulkBytes = Number(values(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
   const tls = argv.includes('--tls');
   const pinned = argv.includes('--pin');
+  const keep = argv.includes('--keep');
+  const nodeArgs = values(argv, '--node-arg');
   const only = new Set((values(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
   const tmp = mkdtempSync(join(os.tmpdir(), 'kas-ab-'));
   const logDir = join(tmp, 'logs');
@@ -102,8 +107,8 @@ async function main(): Promise<void> {
     const paths = new Map<string, Path>();
     paths.set('ceiling', await ceilingPath(logDir, upstream.address));
     for (const v of variants) {
-      const kas = await startKas(logDir, { secrets, tls, name: `kas-${v.name}`, dist: v.kasDist });
-      const agentk = await startAgentk(logDir, { secrets, tls, kasAgent: kas.agent, kubeconfig, dist: v.agentkDist });
+      const kas = await startKas(logDir, { secrets, tls, name: `kas-${v.name}`, dist: v.kasDist, nodeArgs });
+      const agentk = await startAgentk(logDir, { secrets, tls, kasAgent: kas.agent, kubeconfig, dist: v.agentkDist, nodeArgs });
       const path: Path = {
         name: v.name,
         entry: kas.proxy,
@@ -180,7 +185,8 @@ async function main(): Promise<void> {
     }
   } finally {
     await stopAll();
-    rmSync(tmp, { recursive: true, force: true });
+    if (keep) console.log(`logs kept in ${logDir}`);
+    else rmSync(tmp, { recursive: true, force: true });
   }
 }
 
