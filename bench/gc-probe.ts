@@ -1,0 +1,94 @@
+/**
+ * Which requests make kas promote objects to V8's old generation. kas runs with --trace-gc-nvp
+ * (plus `--kas-node-arg` options); wrk sends, in phases, nothing (idle), refused requests (401: the
+ * HTTP server and auth only), proxied small GETs on one connection and on 32. For each phase it
+ * prints the scavenges, the bytes they promoted and the promoted bytes per 1,000 requests. Objects
+ * promoted and then freed by the next mark-compact are what makes kas's scavenges slow (3–4 ms at
+ * rps-1 against agentk's ~1 ms); a figure per 1,000 requests that stays the same with a larger young
+ * generation (`--kas-node-arg --min-semi-space-size=64 --kas-node-arg --max-semi-space-size=64`)
+ * means the objects are held until a mark-compact, not merely alive at a scavenge.
+ *
+ *   npm run build && node dist/bench/gc-probe.js [--seconds 5] [--kas-node-arg X ...] [--kas-dist DIR]
+ *
+ * Not a test: it prints numbers.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { killAllNow, stopAll } from './lib/proc.js';
+import { authHeaders, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig } from './lib/stack.js';
+import { Wrk, type WrkResult } from './lib/tools.js';
+
+function values(argv: string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) if (argv[i] === name && argv[i + 1] !== undefined) out.push(argv[i + 1]!);
+  return out;
+}
+
+interface Scavenges {
+  count: number;
+  promoted: number;
+  pauseMs: number;
+}
+
+/** Totals of the scavenge lines (`gc=s`) of a --trace-gc-nvp log so far. */
+function scavenges(logFile: string): Scavenges {
+  const out: Scavenges = { count: 0, promoted: 0, pauseMs: 0 };
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('gc=s ')) continue;
+    out.count++;
+    out.promoted += Number(/\bpromoted=(\d+)/.exec(line)?.[1] ?? 0);
+    out.pauseMs += Number(/\bpause=([\d.]+)/.exec(line)?.[1] ?? 0);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const seconds = Number(values(argv, '--seconds')[0] ?? 5);
+  const kasDist = values(argv, '--kas-dist')[0];
+  const tmp = mkdtempSync(join(os.tmpdir(), 'kas-gc-probe-'));
+  const logDir = join(tmp, 'logs');
+  mkdirSync(logDir);
+  process.on('SIGINT', () => {
+    killAllNow();
+    process.exit(130);
+  });
+  try {
+    const secrets = await makeSecrets(join(tmp, 'secrets'));
+    const headers = authHeaders(secrets);
+    const upstream = await startUpstream(logDir);
+    const kubeconfig = writeKubeconfig(tmp, upstream.address);
+    const kas = await startKas(logDir, { secrets, tls: false, name: 'kas', nodeArgs: ['--trace-gc-nvp', ...values(argv, '--kas-node-arg')], ...(kasDist && { dist: resolve(kasDist) }) });
+    await startAgentk(logDir, { secrets, tls: false, kasAgent: kas.agent, kubeconfig });
+    await waitForPath(kas.proxy, headers, 30_000);
+    const wrk = new Wrk(tmp);
+    const url = `http://${kas.proxy.host}:${kas.proxy.port}/small`;
+    const refused = { Authorization: 'Bearer pat:1:not-the-token' };
+    await wrk.run(url, 1, 2, headers); // warm-up
+    const phase = async (name: string, run: () => Promise<WrkResult | null>) => {
+      const before = scavenges(kas.proc.logFile);
+      const r = await run();
+      const after = scavenges(kas.proc.logFile);
+      const kib = (after.promoted - before.promoted) / 1024;
+      const perK = r && r.requests > 0 ? `${((kib * 1000) / r.requests).toFixed(0)} KiB per 1,000 requests` : '';
+      console.log(
+        `${name.padEnd(22)} requests ${String(r?.requests ?? '-').padStart(7)}  scavenges ${String(after.count - before.count).padStart(4)}  ` +
+          `promoted ${kib.toFixed(0).padStart(7)} KiB  scavenge pauses ${(after.pauseMs - before.pauseMs).toFixed(1).padStart(6)} ms  ${perK}`,
+      );
+    };
+    await phase('idle', () => new Promise((r) => setTimeout(() => r(null), seconds * 1000)));
+    await phase('refused (401), 1 conn', () => wrk.run(url, 1, seconds, refused));
+    await phase('proxied, 1 conn', () => wrk.run(url, 1, seconds, headers));
+    await phase('proxied, 32 conns', () => wrk.run(url, 32, seconds, headers));
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  killAllNow();
+  process.exit(1);
+});
