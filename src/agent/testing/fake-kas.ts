@@ -60,6 +60,9 @@ export class FakeKas {
       kas.upgradeAttempts++;
       if (req.headers.authorization !== `Bearer ${options.token}`) {
         kas.unauthorized++;
+        // Node's HTTP server took its error listener off the socket when it handed the upgrade over:
+        // an agent that resets the connection after reading the 401 must not crash the test process.
+        socket.on('error', () => socket.destroy());
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
