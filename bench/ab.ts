@@ -24,7 +24,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { cpuMs, ioCalls, killAllNow, stopAll } from './lib/proc.js';
+import { optionValues, runMain } from './lib/cli.js';
+import { cpuMs, ioCalls, stopAll } from './lib/proc.js';
 import { authHeaders, baseUrl, ceilingPath, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig, type Member, type Path } from './lib/stack.js';
 import { Wrk, curlBulk } from './lib/tools.js';
 
@@ -32,12 +33,6 @@ interface Variant {
   name: string;
   kasDist: string;
   agentkDist: string;
-}
-
-function values(argv: string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) if (argv[i] === name && argv[i + 1] !== undefined) out.push(argv[i + 1]!);
-  return out;
 }
 
 function median(xs: number[]): number {
@@ -76,28 +71,24 @@ function delta(before: Map<string, Usage>, list: Member[]): Record<string, Usage
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const variants: Variant[] = values(argv, '--variant').map((v) => {
+  const variants: Variant[] = optionValues(argv, '--variant').map((v) => {
     const [name, dists] = v.split('=');
     const [k, a] = (dists ?? '').split(',');
     if (!name || !k || !a) throw new Error(`--variant NAME=KAS_DIST,AGENTK_DIST, got ${v}`);
     return { name, kasDist: resolve(k), agentkDist: resolve(a) };
   });
   if (variants.length === 0) throw new Error('give at least one --variant NAME=KAS_DIST,AGENTK_DIST');
-  const rounds = Number(values(argv, '--rounds')[0] ?? 3);
-  const seconds = Number(values(argv, '--seconds')[0] ?? 3);
-  const bulkBytes = Number(values(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
+  const rounds = Number(optionValues(argv, '--rounds')[0] ?? 3);
+  const seconds = Number(optionValues(argv, '--seconds')[0] ?? 3);
+  const bulkBytes = Number(optionValues(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
   const tls = argv.includes('--tls');
   const pinned = argv.includes('--pin');
   const keep = argv.includes('--keep');
-  const nodeArgs = values(argv, '--node-arg');
-  const only = new Set((values(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
+  const nodeArgs = optionValues(argv, '--node-arg');
+  const only = new Set((optionValues(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
   const tmp = mkdtempSync(join(os.tmpdir(), 'kas-ab-'));
   const logDir = join(tmp, 'logs');
   mkdirSync(logDir);
-  process.on('SIGINT', () => {
-    killAllNow();
-    process.exit(130);
-  });
   try {
     const secrets = await makeSecrets(join(tmp, 'secrets'));
     const headers = authHeaders(secrets);
@@ -190,8 +181,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  killAllNow();
-  process.exit(1);
-});
+runMain(main);

@@ -15,15 +15,10 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { killAllNow, stopAll } from './lib/proc.js';
+import { optionValues, runMain } from './lib/cli.js';
+import { stopAll } from './lib/proc.js';
 import { authHeaders, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig } from './lib/stack.js';
 import { Wrk, type WrkResult } from './lib/tools.js';
-
-function values(argv: string[], name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) if (argv[i] === name && argv[i + 1] !== undefined) out.push(argv[i + 1]!);
-  return out;
-}
 
 interface Scavenges {
   count: number;
@@ -45,21 +40,17 @@ function scavenges(logFile: string): Scavenges {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const seconds = Number(values(argv, '--seconds')[0] ?? 5);
-  const kasDist = values(argv, '--kas-dist')[0];
+  const seconds = Number(optionValues(argv, '--seconds')[0] ?? 5);
+  const kasDist = optionValues(argv, '--kas-dist')[0];
   const tmp = mkdtempSync(join(os.tmpdir(), 'kas-gc-probe-'));
   const logDir = join(tmp, 'logs');
   mkdirSync(logDir);
-  process.on('SIGINT', () => {
-    killAllNow();
-    process.exit(130);
-  });
   try {
     const secrets = await makeSecrets(join(tmp, 'secrets'));
     const headers = authHeaders(secrets);
     const upstream = await startUpstream(logDir);
     const kubeconfig = writeKubeconfig(tmp, upstream.address);
-    const kas = await startKas(logDir, { secrets, tls: false, name: 'kas', nodeArgs: ['--trace-gc-nvp', ...values(argv, '--kas-node-arg')], ...(kasDist && { dist: resolve(kasDist) }) });
+    const kas = await startKas(logDir, { secrets, tls: false, name: 'kas', nodeArgs: ['--trace-gc-nvp', ...optionValues(argv, '--kas-node-arg')], ...(kasDist && { dist: resolve(kasDist) }) });
     await startAgentk(logDir, { secrets, tls: false, kasAgent: kas.agent, kubeconfig });
     await waitForPath(kas.proxy, headers, 30_000);
     const wrk = new Wrk(tmp);
@@ -87,8 +78,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  killAllNow();
-  process.exit(1);
-});
+runMain(main);

@@ -21,7 +21,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
-import { killAllNow, stopAll } from './lib/proc.js';
+import { runMain } from './lib/cli.js';
+import { stopAll } from './lib/proc.js';
 import { authHeaders, makeSecrets, startAgentk, startKas, startRelay, writeKubeconfig, type HostPort } from './lib/stack.js';
 
 function arg(name: string, def: number): number {
@@ -176,8 +177,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  killAllNow();
-  process.exit(1);
-});
+runMain(main);
