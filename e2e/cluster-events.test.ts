@@ -133,6 +133,13 @@ describe('cluster events from a real API server', () => {
 
   test('a flood above the rate limit is cut and counted; what was sent arrives', async () => {
     await configure({ types: ['Warning'], namespaces: ['ev-b'], rate_limit: 1, burst: 10 }, { rateLimit: 1, namespaces: ['ev-b'] });
+    // Events created before agentk's first list of ev-b completes are that list's backlog and are
+    // never sent: a canary that agentk sends shows the watch is live. Its token is back a second
+    // later (1/s), so the flood meets the whole burst.
+    const beforeCanary = await agentMetric('agentk_cluster_events_sent_total');
+    await event({ type: 'Warning', reason: 'Canary', message: 'canary', object: 'flood-canary', namespace: 'ev-b' });
+    await waitFor(async () => (await agentMetric('agentk_cluster_events_sent_total')) > beforeCanary, 'agentk to send the canary event of ev-b', 30_000);
+    await new Promise((r) => setTimeout(r, 1100));
     const sentBefore = await agentMetric('agentk_cluster_events_sent_total');
     const droppedBefore = await agentMetric('agentk_cluster_events_dropped_total', { reason: 'rate_limit' });
     const flood = 60;

@@ -73,25 +73,40 @@ export function execOverWebSocket(ws: WebSocket, params: ExecParams): void {
   const send = (channel: number, data: Buffer) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(Buffer.concat([Buffer.from([channel]), data]), { binary: true });
   };
-  const command = runFakeCommand(
-    params,
-    (data) => {
-      if (params.stdout) send(CHANNEL_STDOUT, data);
-    },
-    (result) => {
-      send(CHANNEL_ERROR, execStatusMessage(result, params.command, true)!);
-      if (ws.readyState === WebSocket.OPEN) ws.close(1000);
-    },
-  );
+  let command: ReturnType<typeof runFakeCommand> | undefined;
+  const bufferedStdin: Array<Buffer | 'end'> = [];
+  const stdin = (item: Buffer | 'end') => {
+    if (!command) bufferedStdin.push(item);
+    else if (item === 'end') command.stdinClosed();
+    else command.stdin(item);
+  };
+  // The command starts a moment after the switch, as a kubelet's process does: kubectl's WebSocket
+  // client discards output that arrives before it has set up its streams ("Unknown stream id 1").
+  setTimeout(() => {
+    command = runFakeCommand(
+      params,
+      (data) => {
+        if (params.stdout) send(CHANNEL_STDOUT, data);
+      },
+      (result) => {
+        send(CHANNEL_ERROR, execStatusMessage(result, params.command, true)!);
+        if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+      },
+    );
+    for (const item of bufferedStdin.splice(0)) stdin(item);
+  }, EXEC_START_DELAY_MS);
   ws.on('message', (message: Buffer, isBinary: boolean) => {
     if (!isBinary || message.length === 0) return;
-    if (message[0] === CHANNEL_STDIN) command.stdin(message.subarray(1));
-    else if (message[0] === CHANNEL_CLOSE && message[1] === CHANNEL_STDIN) command.stdinClosed(); // v5 only
+    if (message[0] === CHANNEL_STDIN) stdin(message.subarray(1));
+    else if (message[0] === CHANNEL_CLOSE && message[1] === CHANNEL_STDIN) stdin('end'); // v5 only
     // The resize channel (4) and the close signal for other channels are ignored.
   });
   // v4 has no close signal: stdin ends with the connection.
-  ws.on('close', () => command.stdinClosed());
+  ws.on('close', () => stdin('end'));
 }
+
+/** How long after the WebSocket switch the fake exec's command starts. */
+const EXEC_START_DELAY_MS = 100;
 
 /** Exec over SPDY/3.1: waits for the streams the query asks for (like the kubelet), then runs. */
 export function execOverSpdy(write: (bytes: Buffer) => void, end: () => void, params: ExecParams, protocol: string): SpdyServerSession {
