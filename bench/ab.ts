@@ -21,12 +21,12 @@
  * changing the code; the copy must stay inside the repository so it finds node_modules.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { optionValues, runMain } from './lib/cli.js';
 import { cpuMs, ioCalls, stopAll } from './lib/proc.js';
-import { authHeaders, baseUrl, ceilingPath, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig, type Member, type Path } from './lib/stack.js';
+import { baseUrl, ceilingPath, startAgentk, startBenchBase, startKas, waitForPath, type Member, type Path } from './lib/stack.js';
 import { Wrk, curlBulk } from './lib/tools.js';
 
 interface Variant {
@@ -86,14 +86,8 @@ async function main(): Promise<void> {
   const keep = argv.includes('--keep');
   const nodeArgs = optionValues(argv, '--node-arg');
   const only = new Set((optionValues(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
-  const tmp = mkdtempSync(join(os.tmpdir(), 'kas-ab-'));
-  const logDir = join(tmp, 'logs');
-  mkdirSync(logDir);
+  const { tmp, logDir, secrets, headers, upstream, kubeconfig } = await startBenchBase('kas-ab-');
   try {
-    const secrets = await makeSecrets(join(tmp, 'secrets'));
-    const headers = authHeaders(secrets);
-    const upstream = await startUpstream(logDir);
-    const kubeconfig = writeKubeconfig(tmp, upstream.address);
     const wrk = new Wrk(tmp);
     const paths = new Map<string, Path>();
     paths.set('ceiling', await ceilingPath(logDir, upstream.address));

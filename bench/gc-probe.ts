@@ -12,12 +12,11 @@
  *
  * Not a test: it prints numbers.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { optionValues, runMain } from './lib/cli.js';
 import { stopAll } from './lib/proc.js';
-import { authHeaders, makeSecrets, startAgentk, startKas, startUpstream, waitForPath, writeKubeconfig } from './lib/stack.js';
+import { startAgentk, startBenchBase, startKas, waitForPath } from './lib/stack.js';
 import { Wrk, type WrkResult } from './lib/tools.js';
 
 interface Scavenges {
@@ -42,14 +41,8 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const seconds = Number(optionValues(argv, '--seconds')[0] ?? 5);
   const kasDist = optionValues(argv, '--kas-dist')[0];
-  const tmp = mkdtempSync(join(os.tmpdir(), 'kas-gc-probe-'));
-  const logDir = join(tmp, 'logs');
-  mkdirSync(logDir);
+  const { tmp, logDir, secrets, headers, kubeconfig } = await startBenchBase('kas-gc-probe-');
   try {
-    const secrets = await makeSecrets(join(tmp, 'secrets'));
-    const headers = authHeaders(secrets);
-    const upstream = await startUpstream(logDir);
-    const kubeconfig = writeKubeconfig(tmp, upstream.address);
     const kas = await startKas(logDir, { secrets, tls: false, name: 'kas', nodeArgs: ['--trace-gc-nvp', ...optionValues(argv, '--kas-node-arg')], ...(kasDist && { dist: resolve(kasDist) }) });
     await startAgentk(logDir, { secrets, tls: false, kasAgent: kas.agent, kubeconfig });
     await waitForPath(kas.proxy, headers, 30_000);

@@ -3,7 +3,7 @@
  * the upstream, the two relays of the ceiling, kas + agentk (ws:// or wss://), and an OpenSSH
  * reverse tunnel (a private sshd plus `ssh -R`).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +79,29 @@ export async function makeSecrets(dir: string): Promise<Secrets> {
 /** The proxy credential header every path gets (the upstream ignores it). */
 export function authHeaders(s: Secrets): Record<string, string> {
   return { Authorization: `Bearer pat:1:${s.proxyToken}` };
+}
+
+/** What every small bench tool starts from: a scratch directory, secrets, the upstream and a kubeconfig for it. */
+export interface BenchBase {
+  /** The scratch directory (the caller removes it). */
+  tmp: string;
+  logDir: string;
+  secrets: Secrets;
+  /** The proxy token's Authorization header. */
+  headers: Record<string, string>;
+  upstream: { proc: Proc; address: HostPort };
+  /** A kubeconfig pointing agentk at the upstream. */
+  kubeconfig: string;
+}
+
+/** Makes a scratch directory (`prefix` in the OS temp directory), the secrets, and starts the upstream. */
+export async function startBenchBase(prefix: string): Promise<BenchBase> {
+  const tmp = mkdtempSync(join(os.tmpdir(), prefix));
+  const logDir = join(tmp, 'logs');
+  mkdirSync(logDir);
+  const secrets = await makeSecrets(join(tmp, 'secrets'));
+  const upstream = await startUpstream(logDir);
+  return { tmp, logDir, secrets, headers: authHeaders(secrets), upstream, kubeconfig: writeKubeconfig(tmp, upstream.address) };
 }
 
 // ---- upstream and relays ---------------------------------------------------------------------
