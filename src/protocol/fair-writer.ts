@@ -17,6 +17,8 @@ export class SplitFrame {
   constructor(
     readonly header: Uint8Array,
     readonly payload: readonly Uint8Array[],
+    /** The payload's pieces were handed over by their writer: the transport may change them in place. */
+    readonly handedOver = false,
   ) {}
 }
 
@@ -126,7 +128,7 @@ export class FairWriter {
         s.inRing = false;
         const frame = s.nextFrame(chunkLimit, peerMax);
         if (frame instanceof SplitFrame) {
-          if (t.sendParts) t.sendParts(frame.header, frame.payload);
+          if (t.sendParts) t.sendParts(frame.header, frame.payload, frame.handedOver);
           else t.send(Buffer.concat([frame.header, ...frame.payload]));
         } else if (frame) {
           t.send(frame);

@@ -297,7 +297,7 @@ export class StreamEntry implements StreamCore, FrameSource {
       const fin = this.finQueued && this.outBytes === 0;
       this.send = advance(SEND_MACHINE, this.send, fin ? SendEvent.End : SendEvent.Data, this.id);
       if (fin) this.ended();
-      if (raw) return new SplitFrame(encodeRawDataHeader(this.id, fin), data as Buffer[]);
+      if (raw) return new SplitFrame(encodeRawDataHeader(this.id, fin), data as Buffer[], this.stream.handsOverWrites);
       return encodeFrame({ kind: FrameKind.DATA, id: this.id, data: data as Buffer, fin });
     }
     if (this.finQueued && this.send !== SendState.Ended) {

@@ -45,6 +45,13 @@ export class TunnelStream extends Duplex {
   ownHead: Head | null = null;
   /** The head the peer sent: its OPEN for accepted streams, its REPLY for local ones (null until it arrives). */
   peerHead: Head | null;
+  /**
+   * Set (before the first write) by a writer that hands its chunks over: once written, a chunk is
+   * never read or reused by the writer, so the session may change its bytes where they lie. A
+   * WebSocket client then masks the chunk in place instead of copying it into a new frame buffer.
+   * Default false: chunks written are left as they are.
+   */
+  handsOverWrites = false;
   private readonly core: StreamCore;
 
   constructor(core: StreamCore, id: number, local: boolean, peerHead: Head | null, highWaterMark: number) {

@@ -20,9 +20,10 @@ export interface MessageTransport {
   /**
    * Optional: queues one message made of `header` followed by the pieces of `payload`, without the
    * caller concatenating them (a WebSocket transport writes them with at most one copy). Same rules
-   * as `send`.
+   * as `send`. `mayChange`: the pieces are the transport's to change (a WebSocket client masks them
+   * in place, without a copy); otherwise their bytes are left as they are.
    */
-  sendParts?(header: Uint8Array, payload: readonly Uint8Array[]): void;
+  sendParts?(header: Uint8Array, payload: readonly Uint8Array[], mayChange?: boolean): void;
   /** Bytes queued and not yet handed to the network. */
   readonly bufferedAmount: number;
   /**

@@ -62,6 +62,12 @@ function nextMaskKey(out: Buffer, at: number): void {
   maskPoolAt += 4;
 }
 
+/** The masking key as it continues at `shift` bytes past a multiple of 4. */
+function rotatedKey(key: Buffer, shift: number): Buffer {
+  if (shift === 0) return key;
+  return Buffer.from([key[shift]!, key[(shift + 1) & 3]!, key[(shift + 2) & 3]!, key[(shift + 3) & 3]!]);
+}
+
 /**
  * Writes a WebSocket frame header (FIN, binary opcode, payload length, mask bit) for a payload of
  * `length` bytes into `out`; returns the offset where the masking key (if masked) or the payload starts.
@@ -152,13 +158,16 @@ export class WsTransport implements MessageTransport {
   /**
    * One message of `header` + `payload`, framed here and written straight to the socket: a server
    * (unmasked) writes the frame header and our header in one small buffer and the payload as it is
-   * (no copy); a client writes one buffer with the payload masked into it (one copy, where ws.send
-   * would have needed the caller's concatenation and then its own masked copy). ws itself writes
-   * every frame synchronously to the same socket, and with compression off never queues one, so
-   * frames written here and by ws.send keep their order; what is written here counts in
-   * `bufferedAmount` (ws reads the socket's queue). Without the socket, ws.send of the concatenation.
+   * (no copy). A client masks: with `mayChange` (the pieces were handed over) it masks them where
+   * they lie and writes them behind a small buffer holding the frame header, the key and our masked
+   * header (no copy); otherwise it writes one buffer with the payload masked into it (one copy,
+   * where ws.send would have needed the caller's concatenation and then its own masked copy). ws
+   * itself writes every frame synchronously to the same socket, and with compression off never
+   * queues one, so frames written here and by ws.send keep their order; what is written here counts
+   * in `bufferedAmount` (ws reads the socket's queue). Without the socket, ws.send of the
+   * concatenation.
    */
-  sendParts(header: Uint8Array, payload: readonly Uint8Array[]): void {
+  sendParts(header: Uint8Array, payload: readonly Uint8Array[], mayChange = false): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     const socket = this.socket;
     let length = header.byteLength;
@@ -169,33 +178,41 @@ export class WsTransport implements MessageTransport {
     }
     const headSize = frameHeaderSize(length);
     if (this.mask) {
-      const out = Buffer.allocUnsafe(headSize + 4 + length);
+      const inPlace = mayChange && payload.length > 0;
+      const out = Buffer.allocUnsafe(headSize + 4 + (inPlace ? header.byteLength : length));
       const keyAt = writeFrameHeader(out, length, true);
       nextMaskKey(out, keyAt);
       const key = out.subarray(keyAt, keyAt + 4);
       const start = keyAt + 4;
-      let at = start;
-      for (const part of [header, ...payload]) {
+      maskInto(header, key, out, start, header.byteLength);
+      let at = header.byteLength;
+      for (const part of payload) {
         // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
-        const shift = (at - start) & 3;
-        const k = shift === 0 ? key : Buffer.from([key[shift & 3]!, key[(shift + 1) & 3]!, key[(shift + 2) & 3]!, key[(shift + 3) & 3]!]);
-        maskInto(part, k, out, at, part.byteLength);
+        const k = rotatedKey(key, at & 3);
+        if (inPlace) maskInto(part, k, part, 0, part.byteLength);
+        else maskInto(part, k, out, start + at, part.byteLength);
         at += part.byteLength;
       }
-      socket.write(out, this.sent);
+      if (!inPlace) {
+        socket.write(out, this.sent);
+        return;
+      }
+      this.writeAll(socket, out, payload);
       return;
     }
     const out = Buffer.allocUnsafe(headSize + header.byteLength);
     const start = writeFrameHeader(out, length, false);
     out.set(header, start);
+    if (payload.length === 0) socket.write(out, this.sent);
+    else this.writeAll(socket, out, payload);
+  }
+
+  /** Writes `first` and the pieces in one corked batch; the last write carries the completion callback. */
+  private writeAll(socket: Socket, first: Buffer, pieces: readonly Uint8Array[]): void {
     socket.cork();
-    if (payload.length === 0) {
-      socket.write(out, this.sent);
-    } else {
-      socket.write(out);
-      for (let i = 0; i < payload.length - 1; i++) socket.write(payload[i]!);
-      socket.write(payload[payload.length - 1]!, this.sent);
-    }
+    socket.write(first);
+    for (let i = 0; i < pieces.length - 1; i++) socket.write(pieces[i]!);
+    socket.write(pieces[pieces.length - 1]!, this.sent);
     socket.uncork();
   }
 

@@ -162,6 +162,33 @@ describe('Kubernetes API proxy through kas and agentk', () => {
     expect(sha(got)).toBe(sha(Buffer.alloc(size, 0x5a)));
   }, 120_000);
 
+  test('random content in odd-sized writes comes back byte-exact on both of agentk\'s paths (a whole request and a streamed upload)', async () => {
+    // agentk masks the response chunks it was handed where they lie: every byte must still arrive as sent.
+    const content = randomBytes(12 * 1024 * 1024 + 5);
+    custom = (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': content.length });
+        let at = 0;
+        let i = 0;
+        const pump = () => {
+          while (at < content.length) {
+            const n = Math.min(content.length - at, ((i++ * 7919) % 90_001) + 1);
+            const piece = content.subarray(at, at + n);
+            at += n;
+            if (!res.write(piece)) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        pump();
+      });
+    };
+    const whole = await readAll(await proxyRequest(stack, 'GET', '/custom/random'));
+    expect(sha(whole)).toBe(sha(content));
+    const streamed = await readAll(await proxyRequest(stack, 'POST', '/custom/random', { body: randomBytes(3 * 1024 * 1024) }));
+    expect(sha(streamed)).toBe(sha(content));
+  }, 60_000);
+
   test('the upstream sees the agent credentials, never the client credentials, and hop-by-hop headers are gone', async () => {
     const res = await proxyRequest(stack, 'GET', '/api/v1/namespaces?gitlab-agent-id=1&labelSelector=a', {
       headers: { cookie: '_gitlab_kas=secret', 'x-csrf-token': 'csrf', 'gitlab-agent-id': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'proxy-authorization': 'Basic x' },

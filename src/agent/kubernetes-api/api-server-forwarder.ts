@@ -197,6 +197,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (this.phase !== 'starting') return;
     this.phase = 'waiting';
     if (body) this.metrics.bytesRelayed.inc({ direction: 'request' }, body.byteLength);
+    // undici hands each body chunk over (a view of a socket read it never looks at again): the
+    // tunnel may mask it where it lies.
+    this.stream.handsOverWrites = true;
     // Errors, the request's own included (a bad header), come to onError.
     this.client.dispatcher().dispatch({ method: method as Dispatcher.HttpMethod, path: target.path, headers: target.headers, body }, this);
   }
@@ -318,6 +321,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
     res.on('close', () => {
       if (!res.complete) this.onUpstreamError(new Error('the API server closed the connection before the response was complete'));
     });
+    // Node's HTTP client hands over each body chunk (a view of one socket read): masked in place.
+    stream.handsOverWrites = true;
     res.pipe(stream);
   }
 
@@ -346,6 +351,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
     });
     socket.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
     stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
+    // The upgrade's first bytes and every socket read are handed over: masked in place.
+    stream.handsOverWrites = true;
     if (upgradeHead.byteLength > 0) {
       this.metrics.bytesRelayed.inc({ direction: 'response' }, upgradeHead.byteLength);
       stream.write(upgradeHead);

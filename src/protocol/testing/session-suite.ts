@@ -96,6 +96,28 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
       expect(nothing.length).toBe(0);
     });
 
+    test('chunks handed over (handsOverWrites) arrive byte-exact at every offset; chunks not handed over are left unchanged', async () => {
+      pair = await makePair();
+      serveEcho(pair.server);
+      // Odd sizes put the pieces of one DATA frame at every offset modulo 4 (a client's masking key
+      // is rotated for each); a burst in one turn makes frames of several pieces.
+      const sizes = Array.from({ length: 120 }, (_, i) => ((i * 7919) % 4099) + 1);
+      for (const handsOver of [true, false]) {
+        const chunks = sizes.map((n) => randomBytes(n));
+        const copies = chunks.map((c) => Buffer.from(c));
+        const s = pair.client.openStream({ path: handsOver ? '/handed-over' : '/kept' });
+        s.handsOverWrites = handsOver;
+        const echoed = readAll(s);
+        s.write(chunks[0]!);
+        await new Promise((r) => setTimeout(r, 20));
+        for (const c of chunks.slice(1)) s.write(c);
+        s.end(randomBytes(0));
+        expect(sha(await echoed)).toBe(sha(Buffer.concat(copies)));
+        // What the writer kept may have changed only where it said so.
+        if (!handsOver) expect(chunks.every((c, i) => c.equals(copies[i]!))).toBe(true);
+      }
+    });
+
     test('a stream opened with head, data and end in one call arrives whole, and the reply comes back the same way', async () => {
       pair = await makePair();
       pair.server.on('stream', async (s) => {
