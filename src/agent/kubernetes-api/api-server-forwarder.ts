@@ -176,10 +176,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
       req.on('upgrade', (res, socket, upgradeHead) => this.relayUpgrade(res, socket, upgradeHead));
       req.end();
     } else if (streamed) {
-      stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
+      stream.on('data', (chunk: Buffer) => this.metrics.relayed('request', chunk.byteLength));
       stream.pipe(req);
     } else if (known !== null) {
-      this.metrics.bytesRelayed.inc({ direction: 'request' }, known.byteLength);
+      this.metrics.relayed('request', known.byteLength);
       req.end(known);
     } else {
       req.end();
@@ -196,7 +196,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     }
     if (this.phase !== 'starting') return;
     this.phase = 'waiting';
-    if (body) this.metrics.bytesRelayed.inc({ direction: 'request' }, body.byteLength);
+    if (body) this.metrics.relayed('request', body.byteLength);
     // undici hands each body chunk over (a view of a socket read it never looks at again): the
     // tunnel may mask it where it lies.
     this.stream.handsOverWrites = true;
@@ -227,7 +227,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
   onData(chunk: Buffer): boolean {
     if (this.phase !== 'responding') return false;
-    this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength);
+    this.metrics.relayed('response', chunk.byteLength);
     if (!this.headSent) {
       (this.pending ??= []).push(chunk);
       this.pendingBytes += chunk.byteLength;
@@ -311,12 +311,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (this.upgrade) this.discardRequestBody();
     stream.once('finish', () => this.settle('ok'));
     if (whole) {
-      if (body) this.metrics.bytesRelayed.inc({ direction: 'response' }, body.byteLength);
+      if (body) this.metrics.relayed('response', body.byteLength);
       // Lets the message end, which hands its connection back to the keep-alive pool.
       res.resume();
       return;
     }
-    res.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
+    res.on('data', (chunk: Buffer) => this.metrics.relayed('response', chunk.byteLength));
     res.on('error', (err) => this.onUpstreamError(err));
     res.on('close', () => {
       if (!res.complete) this.onUpstreamError(new Error('the API server closed the connection before the response was complete'));
@@ -349,12 +349,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
       if (!stream.writableEnded) this.onUpstreamError(new Error('the API server closed the upgraded connection'));
       else if (!stream.destroyed && !stream.readableEnded) stream.reset('UPSTREAM_ERROR', 'the API server closed the upgraded connection');
     });
-    socket.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'response' }, chunk.byteLength));
-    stream.on('data', (chunk: Buffer) => this.metrics.bytesRelayed.inc({ direction: 'request' }, chunk.byteLength));
+    socket.on('data', (chunk: Buffer) => this.metrics.relayed('response', chunk.byteLength));
+    stream.on('data', (chunk: Buffer) => this.metrics.relayed('request', chunk.byteLength));
     // The upgrade's first bytes and every socket read are handed over: masked in place.
     stream.handsOverWrites = true;
     if (upgradeHead.byteLength > 0) {
-      this.metrics.bytesRelayed.inc({ direction: 'response' }, upgradeHead.byteLength);
+      this.metrics.relayed('response', upgradeHead.byteLength);
       stream.write(upgradeHead);
     }
     socket.pipe(stream);
