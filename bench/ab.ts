@@ -26,6 +26,7 @@ import os from 'node:os';
 import { resolve } from 'node:path';
 import { optionValues, runMain } from './lib/cli.js';
 import { cpuMs, ioCalls, stopAll } from './lib/proc.js';
+import { median } from './lib/stats.js';
 import { baseUrl, ceilingPath, startAgentk, startBenchBase, startKas, waitForPath, type Member, type Path } from './lib/stack.js';
 import { Wrk, curlBulk } from './lib/tools.js';
 
@@ -33,13 +34,6 @@ interface Variant {
   name: string;
   kasDist: string;
   agentkDist: string;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 interface Usage {

@@ -18,6 +18,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { Session } from '../src/protocol/session.js';
 import { WsTransport } from '../src/shared/ws-transport.js';
 import { optionValues, runMain } from './lib/cli.js';
+import { median } from './lib/stats.js';
 
 const MAX_PAYLOAD = 4 * 1024 * 1024;
 const CHUNK = 64 * 1024;
@@ -61,12 +62,6 @@ async function send(client: Session, handsOver: boolean, bytes: number): Promise
   const cpu = process.cpuUsage(cpu0);
   const seconds = (performance.now() - t0) / 1000;
   return { cpuMsPer100MB: ((cpu.user + cpu.system) / 1000) * (100e6 / bytes), mbps: bytes / 1e6 / seconds };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function main(): Promise<void> {

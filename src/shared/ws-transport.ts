@@ -52,20 +52,26 @@ const MASK_POOL_SIZE = 8 * 1024;
 let maskPool: Buffer | null = null;
 let maskPoolAt = MASK_POOL_SIZE;
 
-function nextMaskKey(out: Buffer, at: number): void {
+/** The next masking key, into `key` (4 bytes), byte by byte: a Buffer.copy of 4 bytes costs more. */
+function nextMaskKey(key: Buffer): void {
   if (maskPoolAt === MASK_POOL_SIZE) {
     maskPool ??= Buffer.alloc(MASK_POOL_SIZE);
     randomFillSync(maskPool, 0, MASK_POOL_SIZE);
     maskPoolAt = 0;
   }
-  maskPool!.copy(out, at, maskPoolAt, maskPoolAt + 4);
+  const pool = maskPool!;
+  key[0] = pool[maskPoolAt]!;
+  key[1] = pool[maskPoolAt + 1]!;
+  key[2] = pool[maskPoolAt + 2]!;
+  key[3] = pool[maskPoolAt + 3]!;
   maskPoolAt += 4;
 }
 
-/** The masking key as it continues at `shift` bytes past a multiple of 4. */
-function rotatedKey(key: Buffer, shift: number): Buffer {
+/** `key` as it continues at `shift` bytes past a multiple of 4, into `out` (4 bytes); `key` itself when shift is 0. */
+function rotatedKey(key: Buffer, shift: number, out: Buffer): Buffer {
   if (shift === 0) return key;
-  return Buffer.from([key[shift]!, key[(shift + 1) & 3]!, key[(shift + 2) & 3]!, key[(shift + 3) & 3]!]);
+  for (let i = 0; i < 4; i++) out[i] = key[(shift + i) & 3]!;
+  return out;
 }
 
 /**
@@ -105,6 +111,9 @@ export class WsTransport implements MessageTransport {
   private readonly highWater: number;
   private readonly socket: Socket | null;
   private readonly mask: boolean;
+  /** This frame's masking key, and the key rotated for a part that starts off a multiple of 4 (reused: no allocation per frame). */
+  private readonly maskKey = Buffer.alloc(4);
+  private readonly shiftedKey = Buffer.alloc(4);
   private handlers: TransportHandlers | null = null;
   private early: Uint8Array[] = [];
   private armed = false;
@@ -181,14 +190,18 @@ export class WsTransport implements MessageTransport {
       const inPlace = mayChange && payload.length > 0;
       const out = Buffer.allocUnsafe(headSize + 4 + (inPlace ? header.byteLength : length));
       const keyAt = writeFrameHeader(out, length, true);
-      nextMaskKey(out, keyAt);
-      const key = out.subarray(keyAt, keyAt + 4);
+      const key = this.maskKey;
+      nextMaskKey(key);
+      out[keyAt] = key[0]!;
+      out[keyAt + 1] = key[1]!;
+      out[keyAt + 2] = key[2]!;
+      out[keyAt + 3] = key[3]!;
       const start = keyAt + 4;
       maskInto(header, key, out, start, header.byteLength);
       let at = header.byteLength;
       for (const part of payload) {
         // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
-        const k = rotatedKey(key, at & 3);
+        const k = rotatedKey(key, at & 3, this.shiftedKey);
         if (inPlace) maskInto(part, k, part, 0, part.byteLength);
         else maskInto(part, k, out, start + at, part.byteLength);
         at += part.byteLength;
