@@ -54,6 +54,9 @@ export class FairWriter {
   private readonly ring: FrameSource[] = [];
   private readonly doneCallbacks: Array<() => void> = [];
   private pumpScheduled = false;
+  /** True from a write made during the event loop's I/O until its check phase (see schedulePump). */
+  private coalescing = false;
+  private lateScheduled = false;
   private pongDue: number | null = null;
   /** The peer's maxFrameSize; 0 until the handshake is done, and only control frames go out till then. */
   private peerMaxFrameSize = 0;
@@ -85,13 +88,13 @@ export class FairWriter {
       this.host.fail(new TunnelError('BUFFER_LIMIT', `peer does not read: more than ${this.tuning.maxTransportBacklog} bytes queued for it`));
       return;
     }
-    this.schedulePump();
+    this.schedulePump(true);
   }
 
   /** Answers a PING: several that arrive before the writer runs get one PONG, for the latest. */
   answerPing(nonce: number): void {
     this.pongDue = nonce;
-    this.schedulePump();
+    this.schedulePump(true);
   }
 
   /** Puts a source in the ring if it has something to send, and makes sure the writer runs. */
@@ -100,7 +103,7 @@ export class FairWriter {
       source.inRing = true;
       this.ring.push(source);
     }
-    this.schedulePump();
+    this.schedulePump(false);
   }
 
   /** Runs `cb` after the writer's current turn (or soon, when no turn is under way). */
@@ -108,10 +111,14 @@ export class FairWriter {
     this.doneCallbacks.push(cb);
   }
 
-  /** Sends control frames, then one bounded chunk per ready stream in turn, while the transport takes more. */
-  pump(): void {
-    if (this.stopped) return;
+  /**
+   * Sends control frames, then one bounded chunk per ready stream in turn, while the transport takes
+   * more. Returns whether it sent anything.
+   */
+  pump(): boolean {
+    if (this.stopped) return false;
     const t = this.transport;
+    let sent = false;
     t.cork?.();
     try {
       if (this.pongDue !== null) {
@@ -119,14 +126,16 @@ export class FairWriter {
         this.pongDue = null;
       }
       for (const frame of this.control) t.send(frame);
+      sent = this.control.length > 0;
       this.control.length = 0;
       const peerMax = this.peerMaxFrameSize;
-      if (peerMax === 0) return;
+      if (peerMax === 0) return sent;
       const chunkLimit = Math.min(this.tuning.chunkSize, peerMax - FRAME_OVERHEAD);
       while (this.ring.length > 0 && !t.backpressured) {
         const s = this.ring.shift()!;
         s.inRing = false;
         const frame = s.nextFrame(chunkLimit, peerMax);
+        if (frame) sent = true;
         if (frame instanceof SplitFrame) {
           if (t.sendParts) t.sendParts(frame.header, frame.payload, frame.handedOver);
           else t.send(Buffer.concat([frame.header, ...frame.payload]));
@@ -142,6 +151,7 @@ export class FairWriter {
       t.uncork?.();
     }
     this.flushCallbacks();
+    return sent;
   }
 
   /** Runs the callbacks deferred so far (and those they defer in turn). */
@@ -157,12 +167,42 @@ export class FairWriter {
     if (this.doneCallbacks.length > 0) queueMicrotask(() => this.flushCallbacks());
   }
 
-  private schedulePump(): void {
+  /**
+   * The writer runs in a microtask, right after the event that gave it work, unless it already sent
+   * during this turn of the event loop's I/O and the work is stream frames: then it runs once more
+   * after that I/O (setImmediate) and sends what the turn's later events queued, together. Many
+   * requests arriving in one turn (one per client connection) go out in one write, not one write
+   * each, and the first still goes at once; a lone request is never delayed. Control frames
+   * (`urgent`: RESET, WINDOW, PONG, GOAWAY) always go in the microtask.
+   */
+  private schedulePump(urgent: boolean): void {
+    if (this.coalescing && !urgent) {
+      if (!this.lateScheduled && !this.pumpScheduled) {
+        this.lateScheduled = true;
+        setImmediate(this.lateTurn);
+      }
+      return;
+    }
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    queueMicrotask(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
+    queueMicrotask(this.firstTurn);
   }
+
+  private readonly firstTurn = (): void => {
+    this.pumpScheduled = false;
+    if (this.pump() && !this.coalescing) {
+      this.coalescing = true;
+      // Scheduled before any lateTurn of this turn, so it runs first: the next turn starts afresh.
+      setImmediate(this.endCoalescing);
+    }
+  };
+
+  private readonly lateTurn = (): void => {
+    this.lateScheduled = false;
+    this.pump();
+  };
+
+  private readonly endCoalescing = (): void => {
+    this.coalescing = false;
+  };
 }

@@ -167,6 +167,9 @@ describe('control frames jump the queue', () => {
     p.onSend.fn = (_frame, index) => {
       bulkQueuedAt[index] = bulk ? entryOf(bulk).outBytes : 0;
     };
+    // Start in a turn of the event loop in which the client has sent nothing yet (the handshake and
+    // `prepare` did): the writer's first run of a turn is the microtask right after the write.
+    await new Promise((r) => setImmediate(r));
     bulk = p.client.openStream({ path: '/bulk' });
     bulk.end(randomBytes(8 * MiB));
     // Let the writer run once: it fills the transport up to its high-water mark and stops.
@@ -248,5 +251,59 @@ describe('control frames jump the queue', () => {
     expect(bulkQueuedAt[at]).toBeGreaterThan(4 * MiB);
     await done;
     expect(bulkDataAfter(p, bulk, at)).toBeGreaterThan(4 * MiB);
+  });
+});
+
+describe('stream frames of one event-loop turn go out together', () => {
+  /** Lets microtasks and nextTicks run, but not the turn's setImmediate phase. */
+  async function microtasks(): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      await new Promise<void>((r) => process.nextTick(r));
+      await Promise.resolve();
+    }
+  }
+  const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+
+  test('the first event of a turn is written at once, the later ones of that turn together after it; a lone stream is never delayed, control frames never wait', async () => {
+    const p = await recordedPair();
+    sink(p.server);
+    const opened = () => p.wire.sent.filter((f) => f.kind === FrameKind.OPEN).map((f) => (f as Frame & { id: number }).id);
+    const all: TunnelStream[] = [];
+    const open = (path: string) => {
+      const s = p.client.openStream({ path }, { end: true });
+      all.push(s);
+      return s.id;
+    };
+    await nextTurn();
+    // A turn in which four events each open a stream.
+    const first = open('/first');
+    await microtasks();
+    expect(opened()).toEqual([first]);
+    const later = [1, 2, 3].map((i) => open(`/later/${i}`));
+    await microtasks();
+    expect(opened()).toEqual([first]);
+    await nextTurn();
+    // The later ones went out together, in one run of the writer after the turn's I/O.
+    expect(opened()).toEqual([first, ...later]);
+
+    // Another turn: a control frame does not wait for the batch (and what was queued goes with it).
+    await nextTurn();
+    const first2 = open('/first2');
+    const later2 = (await microtasks(), [open('/later2/a'), open('/later2/b')]);
+    await microtasks();
+    expect(opened()).toEqual([first, ...later, first2]);
+    const beforePing = p.wire.sent.length;
+    p.wire.inject(encodeFrame({ kind: FrameKind.PING, nonce: 77 }));
+    await microtasks();
+    const pong = p.wire.sent.findIndex((f, n) => n >= beforePing && f.kind === FrameKind.PONG && f.nonce === 77);
+    expect(pong).toBeGreaterThanOrEqual(beforePing);
+    expect(opened()).toEqual([first, ...later, first2, ...later2]);
+
+    // The next turn starts afresh: a lone stream goes at once.
+    await nextTurn();
+    const lone = open('/lone');
+    await microtasks();
+    expect(opened().at(-1)).toBe(lone);
+    await Promise.all(all.map((s) => readAll(s)));
   });
 });
