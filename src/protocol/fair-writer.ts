@@ -118,15 +118,14 @@ export class FairWriter {
   pump(): boolean {
     if (this.stopped) return false;
     const t = this.transport;
-    let sent = false;
+    if (this.pongDue !== null) {
+      this.control.push(encodeFrame({ kind: FrameKind.PONG, nonce: this.pongDue }));
+      this.pongDue = null;
+    }
+    let sent = this.control.length > 0;
     t.cork?.();
     try {
-      if (this.pongDue !== null) {
-        this.control.push(encodeFrame({ kind: FrameKind.PONG, nonce: this.pongDue }));
-        this.pongDue = null;
-      }
       for (const frame of this.control) t.send(frame);
-      sent = this.control.length > 0;
       this.control.length = 0;
       const peerMax = this.peerMaxFrameSize;
       if (peerMax === 0) return sent;
