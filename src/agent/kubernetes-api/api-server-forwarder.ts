@@ -126,6 +126,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
   async run(): Promise<void> {
     const stream = this.stream;
+    // Everything an exchange writes to the stream is handed over and never read again: undici's and
+    // Node's response chunks (views of one socket read each), upgraded-socket reads, and the Status
+    // bodies made for each refusal. The tunnel may mask them where they lie.
+    stream.handsOverWrites = true;
     stream.once('close', () => this.onStreamClose());
     let head: HttpRequestHead;
     try {
@@ -197,9 +201,6 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (this.phase !== 'starting') return;
     this.phase = 'waiting';
     if (body) this.metrics.relayed('request', body.byteLength);
-    // undici hands each body chunk over (a view of a socket read it never looks at again): the
-    // tunnel may mask it where it lies.
-    this.stream.handsOverWrites = true;
     // Errors, the request's own included (a bad header), come to onError.
     this.client.dispatcher().dispatch({ method: method as Dispatcher.HttpMethod, path: target.path, headers: target.headers, body }, this);
   }
@@ -321,8 +322,6 @@ class Exchange implements Dispatcher.DispatchHandlers {
     res.on('close', () => {
       if (!res.complete) this.onUpstreamError(new Error('the API server closed the connection before the response was complete'));
     });
-    // Node's HTTP client hands over each body chunk (a view of one socket read): masked in place.
-    stream.handsOverWrites = true;
     res.pipe(stream);
   }
 
@@ -351,8 +350,6 @@ class Exchange implements Dispatcher.DispatchHandlers {
     });
     socket.on('data', (chunk: Buffer) => this.metrics.relayed('response', chunk.byteLength));
     stream.on('data', (chunk: Buffer) => this.metrics.relayed('request', chunk.byteLength));
-    // The upgrade's first bytes and every socket read are handed over: masked in place.
-    stream.handsOverWrites = true;
     if (upgradeHead.byteLength > 0) {
       this.metrics.relayed('response', upgradeHead.byteLength);
       stream.write(upgradeHead);
