@@ -3,6 +3,10 @@
  * process). docs/agentk.md lists them; the names are part of the product.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { TalliedCounter } from '../../shared/tallied-counter.js';
+
+const REQUEST = { direction: 'request' } as const;
+const RESPONSE = { direction: 'response' } as const;
 
 /** How a proxied request ended. */
 export type StreamOutcome = 'ok' | 'upgraded' | 'bad_request' | 'forbidden' | 'upstream_unavailable' | 'upstream_error' | 'cancelled' | 'unknown_type';
@@ -14,14 +18,12 @@ export class AgentMetrics {
   /** Attempts to connect to kas, by result: ok, unauthorized, refused (other HTTP answer), not_kas_endpoint, error. */
   readonly connectAttempts: Counter<'result'>;
   /** Streams served, by outcome. */
-  readonly streamsServed: Counter<'outcome'>;
+  readonly streamsServed: TalliedCounter<'outcome'>;
   /**
    * Body and raw bytes relayed by the Kubernetes API proxy: request (to the API server) and
-   * response. Counted with `relayed()`, which only adds to a number: the counter takes the sums
-   * when it is scraped (prom-client hashes the labels on every inc, and this runs for every chunk).
+   * response. Counted for every chunk, so tallied: the counter takes the sums when it is scraped.
    */
-  readonly bytesRelayed: Counter<'direction'>;
-  private readonly relayedPending = { request: 0, response: 0 };
+  readonly bytesRelayed: TalliedCounter<'direction'>;
   /** CA files reloaded after they changed, by file: kas_ca (--kas-ca-cert-file) or api_server_ca. */
   readonly tlsReloads: Counter<'file'>;
   /** Changed CA files that were not usable (the previous CA was kept), by file. */
@@ -37,9 +39,9 @@ export class AgentMetrics {
   /** What apiBufferedBytes reports when scraped. */
   apiBufferedSource: (() => number) | null = null;
 
-  /** Counts `bytes` relayed in `direction` (agentk_kubernetes_api_bytes_total, as of the next scrape). */
+  /** Counts `bytes` relayed in `direction` (agentk_kubernetes_api_bytes_total). */
   relayed(direction: 'request' | 'response', bytes: number): void {
-    this.relayedPending[direction] += bytes;
+    this.bytesRelayed.inc(direction === 'request' ? REQUEST : RESPONSE, bytes);
   }
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -47,21 +49,8 @@ export class AgentMetrics {
     const registers = [this.registry];
     this.sessions = new Gauge({ name: 'agentk_tunnel_sessions', help: 'Sessions to kas that are open (handshake done, not draining).', registers });
     this.connectAttempts = new Counter({ name: 'agentk_tunnel_connect_attempts_total', help: 'Attempts to connect to kas, by result (ok, unauthorized, refused, not_kas_endpoint, error).', labelNames: ['result'], registers });
-    this.streamsServed = new Counter({ name: 'agentk_streams_served_total', help: 'Streams served for kas, by outcome.', labelNames: ['outcome'], registers });
-    const relayed = this.relayedPending;
-    this.bytesRelayed = new Counter({
-      name: 'agentk_kubernetes_api_bytes_total',
-      help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).',
-      labelNames: ['direction'],
-      registers,
-      collect() {
-        for (const direction of ['request', 'response'] as const) {
-          if (relayed[direction] === 0) continue;
-          this.inc({ direction }, relayed[direction]);
-          relayed[direction] = 0;
-        }
-      },
-    });
+    this.streamsServed = new TalliedCounter({ name: 'agentk_streams_served_total', help: 'Streams served for kas, by outcome.', labelNames: ['outcome'], registers });
+    this.bytesRelayed = new TalliedCounter({ name: 'agentk_kubernetes_api_bytes_total', help: 'Bytes relayed between kas and the Kubernetes API server, by direction (request, response).', labelNames: ['direction'], registers });
     this.tlsReloads = new Counter({ name: 'agentk_tls_reloads_total', help: 'CA files reloaded after they changed, by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
     this.tlsReloadErrors = new Counter({ name: 'agentk_tls_reload_errors_total', help: 'Changed CA files that were not usable (the previous CA was kept), by file (kas_ca, api_server_ca).', labelNames: ['file'], registers });
     const bufferedNow = () => this.apiBufferedSource?.() ?? 0;

@@ -2,7 +2,6 @@
  * What kas decides about a caller: the agent authenticators (agent listener) and the proxy
  * authenticators (Kubernetes API proxy) of each mode implement these.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Impersonation } from '../../protocol/http.js';
 
 /** An authenticated agent. */
@@ -51,9 +50,10 @@ export type ProxyAuthResult =
 
 /** The parts of a proxy request that carry credentials. */
 export interface ProxyRequestCredentials {
-  headers: IncomingHttpHeaders;
+  /** Node's raw header list: [name, value, name, value, ...]. */
   rawHeaders: readonly string[];
-  query: URLSearchParams;
+  /** The first value of a URL query parameter, or null (the query is parsed only when asked). */
+  queryParam(name: string): string | null;
 }
 
 export interface ProxyAuthenticator {

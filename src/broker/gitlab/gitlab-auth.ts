@@ -10,6 +10,7 @@ import { hasErrorCode, ProgramError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RefusalCache } from '../replicas/replica-state.js';
 import { bearerToken } from '../auth/bearer.js';
+import { rawHeaderValue } from '../../protocol/http-rules.js';
 import type { AgentAuthenticator, AgentIdentity, ProxyAuthenticator, ProxyAuthResult, ProxyDecision, ProxyRequestCredentials } from '../auth/types.js';
 import { AsyncCache, type Outcome } from './async-cache.js';
 import { GitLabError, type GitLabClient } from './client.js';
@@ -73,11 +74,6 @@ function cookieValue(raw: readonly string[], name: string): CookieValue {
     }
   }
   return { found: false, malformed: false };
-}
-
-function headerValue(raw: readonly string[], name: string): string | null {
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1]!;
-  return null;
 }
 
 const AGENT_ID = /^\d{1,18}$/;
@@ -177,8 +173,8 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
     const found = cookieValue(req.rawHeaders, COOKIE_NAME);
     if (!found.found) return found.malformed ? { ok: false, status: 401, message: `malformed ${COOKIE_NAME} cookie`, reason: 'malformed' } : { ok: false, status: 401, message: 'no credentials', reason: 'missing' };
     const cookie = found.value;
-    const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id') ?? req.query.get('gitlab-agent-id');
-    const csrf = headerValue(req.rawHeaders, 'x-csrf-token') ?? req.query.get('gitlab-csrf-token');
+    const agentText = rawHeaderValue(req.rawHeaders, 'gitlab-agent-id') ?? req.queryParam('gitlab-agent-id');
+    const csrf = rawHeaderValue(req.rawHeaders, 'x-csrf-token') ?? req.queryParam('gitlab-csrf-token');
     if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a session cookie needs the agent id (Gitlab-Agent-Id header or gitlab-agent-id query parameter)' };
     if (!csrf) return { ok: false, status: 400, message: 'a session cookie needs the CSRF token (X-Csrf-Token header or gitlab-csrf-token query parameter)' };
     const agentId = Number(agentText);
@@ -220,8 +216,8 @@ export class GitLabAuth implements AgentAuthenticator, ProxyAuthenticator {
   private async gitlabJwt(token: string, req: ProxyRequestCredentials): Promise<ProxyAuthResult> {
     const claims = await verifyForKas(token, this.o.gitlabToKasSecret);
     if (!claims) return { ok: false, status: 401, message: 'Unauthorized', reason: 'wrong_token' };
-    const agentText = headerValue(req.rawHeaders, 'gitlab-agent-id');
-    if (agentText === null || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a call from GitLab needs the Gitlab-Agent-Id header' };
+    const agentText = rawHeaderValue(req.rawHeaders, 'gitlab-agent-id');
+    if (agentText === undefined || !AGENT_ID.test(agentText)) return { ok: false, status: 400, message: 'a call from GitLab needs the Gitlab-Agent-Id header' };
     const decision: ProxyDecision = { agentId: Number(agentText), impersonate: null, credential: 'gitlab_jwt' };
     this.o.onProxyUse?.(decision, null, null);
     return { ok: true, decision };

@@ -6,12 +6,14 @@
 import type http from 'node:http';
 import type { TunnelStream } from '../../protocol/stream.js';
 
-/** True when the request declares a body larger than `limit` (Content-Length, not chunked). */
-export function declaresBodyOver(req: http.IncomingMessage, limit: number): boolean {
+/**
+ * True when the request declares a body larger than `limit` (Content-Length, not chunked), given
+ * its Transfer-Encoding and Content-Length values (undefined when absent).
+ */
+export function declaresBodyOver(transferEncoding: string | undefined, contentLength: string | undefined, limit: number): boolean {
   // With Transfer-Encoding the Content-Length is void (RFC 9112 6.3): such a body is counted instead.
-  if (req.headers['transfer-encoding'] !== undefined) return false;
-  const declared = req.headers['content-length'];
-  return declared !== undefined && Number(declared) > limit;
+  if (transferEncoding !== undefined) return false;
+  return contentLength !== undefined && Number(contentLength) > limit;
 }
 
 /**

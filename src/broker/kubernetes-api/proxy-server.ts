@@ -25,7 +25,7 @@ import type { ProxyAuthenticator, ProxyDecision } from '../auth/types.js';
 import type { KubernetesApiConfig } from './config.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { AgentRouter, OpenedStream } from '../routing/agent-router.js';
-import { isUpgradeRequest, rawConnectionTokens, rawHasImpersonationHeaders, requestHasBody } from '../../protocol/http-rules.js';
+import { isUpgradeRequest, rawConnectionTokens, rawHasImpersonationHeaders, rawHeaderValue, requestHasBody } from '../../protocol/http-rules.js';
 import { forwardHeaders, forwardPath, responseHeaders } from './request-head.js';
 import { answerClientError } from '../client-error.js';
 import { Cancellation } from '../cancellation.js';
@@ -69,6 +69,12 @@ function statusLine(status: number): string {
 
 function headerLines(headers: readonly HeaderPair[]): string {
   return headers.map(([k, v]) => `${k}: ${v}\r\n`).join('');
+}
+
+/** The first value of query parameter `name` in a request target, or null; parses nothing when there is no query. */
+function queryParam(url: string, name: string): string | null {
+  const q = url.indexOf('?');
+  return q < 0 ? null : new URLSearchParams(url.slice(q + 1)).get(name);
 }
 
 function flat(headers: readonly HeaderPair[]): string[] {
@@ -147,9 +153,9 @@ export class KubernetesApiProxyServer {
   private async prepare(req: http.IncomingMessage, upgrade: boolean): Promise<Prepared | Refusal> {
     const path = forwardPath(req.url, this.deps.config.url_path_prefix);
     if (path === null) return new Refusal(404, `the Kubernetes API proxy serves paths under ${this.deps.config.url_path_prefix}`);
-    const query = new URLSearchParams(req.url!.includes('?') ? req.url!.slice(req.url!.indexOf('?') + 1) : '');
     const { authenticator, logger } = this.deps;
-    const auth = await authenticator.authorize({ headers: req.headers, rawHeaders: req.rawHeaders, query });
+    const raw = req.rawHeaders;
+    const auth = await authenticator.authorize({ rawHeaders: raw, queryParam: (name) => queryParam(req.url!, name) });
     if (!auth.ok) {
       if (auth.status !== 401) return new Refusal(auth.status, auth.message);
       // The client learns the accepted forms, the same for every refusal (nothing about which agents
@@ -159,13 +165,16 @@ export class KubernetesApiProxyServer {
     }
     const { decision } = auth;
     const limit = this.deps.config.max_request_body_size;
-    if (!upgrade && declaresBodyOver(req, limit)) return new Refusal(413, bodyTooLargeMessage(limit), { Connection: 'close' });
-    if (decision.impersonate && rawHasImpersonationHeaders(req.rawHeaders)) {
+    // Headers are read from the raw list throughout: Node then never builds req.headers for a request.
+    const transferEncoding = rawHeaderValue(raw, 'transfer-encoding');
+    const contentLength = rawHeaderValue(raw, 'content-length');
+    if (!upgrade && declaresBodyOver(transferEncoding, contentLength, limit)) return new Refusal(413, bodyTooLargeMessage(limit), { Connection: 'close' });
+    if (decision.impersonate && rawHasImpersonationHeaders(raw)) {
       return new Refusal(403, 'nested impersonation is not allowed: this credential already impersonates, drop the Impersonate-* headers');
     }
     // An upgrade keeps kas's direction open for the raw bytes that follow the switch.
-    const hasBody = upgrade || requestHasBody(req.headers['transfer-encoding'], req.headers['content-length']);
-    const head = encodeRequestHead({ method: req.method ?? 'GET', path, headers: forwardHeaders(req.rawHeaders, upgrade), impersonate: decision.impersonate });
+    const hasBody = upgrade || requestHasBody(transferEncoding, contentLength);
+    const head = encodeRequestHead({ method: req.method ?? 'GET', path, headers: forwardHeaders(raw, upgrade), impersonate: decision.impersonate });
     return { decision, head, hasBody, upgrade };
   }
 
@@ -243,9 +252,10 @@ export class KubernetesApiProxyServer {
    * here. Returns true when the request was answered (preflight or refused origin).
    */
   private cors(req: http.IncomingMessage, res: http.ServerResponse): boolean {
-    const origin = req.headers.origin;
     const allowed = this.deps.corsOrigin;
-    if (origin === undefined || allowed === null) return false;
+    if (allowed === null) return false;
+    const origin = rawHeaderValue(req.rawHeaders, 'origin');
+    if (origin === undefined) return false;
     if (origin !== allowed) {
       this.refuse(res, new Refusal(403, 'this origin may not call the Kubernetes API proxy'), 'none');
       return true;

@@ -18,9 +18,18 @@ export function impersonationOf(accessAs: AccessAs): Impersonation | null {
   return { username, ...(uid !== undefined && { uid }), ...(groups && { groups }), ...(extra && { extra }) };
 }
 
+/** Most accepted proxy credentials remembered (see StandaloneAuth.accepted). */
+const ACCEPTED_CACHE_SIZE = 1024;
+
 export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
   private readonly agents: AgentEntry[];
   private readonly proxyTokens: ProxyEntry[];
+  /**
+   * Credentials accepted before, with their answer (tokens are fixed for the life of kas), so a
+   * client's every request does not hash its token again: the oldest goes when the map is full.
+   * Refusals are not kept (a stream of wrong tokens must not push the good ones out).
+   */
+  private readonly accepted = new Map<string, ProxyAuthResult>();
 
   constructor(config: StandaloneConfig) {
     this.agents = config.agents.map((a, i) => {
@@ -52,7 +61,18 @@ export class StandaloneAuth implements AgentAuthenticator, ProxyAuthenticator {
   async authorize(request: ProxyRequestCredentials): Promise<ProxyAuthResult> {
     const bearer = bearerToken(request.rawHeaders);
     if (!bearer.ok) return { ok: false, status: 401, message: bearer.message, reason: bearer.missing ? 'missing' : 'malformed' };
-    const m = /^pat:(\d{1,18}):(.+)$/.exec(bearer.token);
+    const cached = this.accepted.get(bearer.token);
+    if (cached) return cached;
+    const result = this.decide(bearer.token);
+    if (result.ok) {
+      if (this.accepted.size >= ACCEPTED_CACHE_SIZE) this.accepted.delete(this.accepted.keys().next().value!);
+      this.accepted.set(bearer.token, result);
+    }
+    return result;
+  }
+
+  private decide(credential: string): ProxyAuthResult {
+    const m = /^pat:(\d{1,18}):(.+)$/.exec(credential);
     if (!m) return { ok: false, status: 401, message: 'expected "Authorization: Bearer pat:<agent-id>:<token>"', reason: 'malformed' };
     const agentId = Number(m[1]);
     const token = m[2]!;
