@@ -10,7 +10,8 @@
  *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin] [--keep]
  *
  * --keep: the processes' logs stay in the printed directory. --node-arg X (repeatable): a node option
- * for kas and agentk, e.g. --node-arg --trace-gc.
+ * for kas and agentk, e.g. --node-arg --trace-gc. --variant-node-arg NAME=X (repeatable): a node
+ * option for variant NAME's two processes only (e.g. one build with two V8 settings).
  *
  * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
  * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the
@@ -34,6 +35,7 @@ interface Variant {
   name: string;
   kasDist: string;
   agentkDist: string;
+  nodeArgs: string[];
 }
 
 interface Usage {
@@ -69,8 +71,14 @@ async function main(): Promise<void> {
     const [name, dists] = v.split('=');
     const [k, a] = (dists ?? '').split(',');
     if (!name || !k || !a) throw new Error(`--variant NAME=KAS_DIST,AGENTK_DIST, got ${v}`);
-    return { name, kasDist: resolve(k), agentkDist: resolve(a) };
+    return { name, kasDist: resolve(k), agentkDist: resolve(a), nodeArgs: [] };
   });
+  for (const v of optionValues(argv, '--variant-node-arg')) {
+    const eq = v.indexOf('=');
+    const variant = variants.find((x) => x.name === v.slice(0, eq));
+    if (eq < 0 || !variant) throw new Error(`--variant-node-arg NAME=ARG names a --variant, got ${v}`);
+    variant.nodeArgs.push(v.slice(eq + 1));
+  }
   if (variants.length === 0) throw new Error('give at least one --variant NAME=KAS_DIST,AGENTK_DIST');
   const rounds = Number(optionValues(argv, '--rounds')[0] ?? 3);
   const seconds = Number(optionValues(argv, '--seconds')[0] ?? 3);
@@ -86,8 +94,8 @@ async function main(): Promise<void> {
     const paths = new Map<string, Path>();
     paths.set('ceiling', await ceilingPath(logDir, upstream.address));
     for (const v of variants) {
-      const kas = await startKas(logDir, { secrets, tls, name: `kas-${v.name}`, dist: v.kasDist, nodeArgs });
-      const agentk = await startAgentk(logDir, { secrets, tls, kasAgent: kas.agent, kubeconfig, dist: v.agentkDist, nodeArgs });
+      const kas = await startKas(logDir, { secrets, tls, name: `kas-${v.name}`, dist: v.kasDist, nodeArgs: [...nodeArgs, ...v.nodeArgs] });
+      const agentk = await startAgentk(logDir, { secrets, tls, kasAgent: kas.agent, kubeconfig, dist: v.agentkDist, nodeArgs: [...nodeArgs, ...v.nodeArgs] });
       const path: Path = {
         name: v.name,
         entry: kas.proxy,

@@ -259,7 +259,7 @@ export class StreamTable {
     if (headSize > this.limits.maxHeaderSize) return this.streamError(entry, 'HEADER_TOO_LARGE', `reply head of ${headSize} bytes exceeds ${this.limits.maxHeaderSize}`);
     entry.recv = advance(RECV_MACHINE, entry.recv, RecvEvent.Head, id);
     const stream = entry.stream;
-    stream.peerHead = head;
+    stream.replied(head);
     try {
       stream.emit('reply', head);
     } catch (err) {

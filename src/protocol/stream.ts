@@ -53,6 +53,8 @@ export class TunnelStream extends Duplex {
    */
   handsOverWrites = false;
   private readonly core: StreamCore;
+  /** replyOf calls waiting for the peer's REPLY (null when none): settled by it or by the stream's end. */
+  private replyWaiters: ReplyWaiter[] | null = null;
 
   constructor(core: StreamCore, id: number, local: boolean, peerHead: Head | null, highWaterMark: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: 16 * 1024, writableHighWaterMark: highWaterMark, decodeStrings: true });
@@ -124,38 +126,47 @@ export class TunnelStream extends Duplex {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.core.destroyed(err);
+    const waiters = this.replyWaiters;
+    this.replyWaiters = null;
+    if (waiters) {
+      const reason = err ?? closedBeforeReply();
+      for (const w of waiters) w.reject(reason);
+    }
     callback(err);
   }
+
+  /** For replyOf: `w` is settled by the peer's REPLY, or rejected when the stream ends first. */
+  waitReply(w: ReplyWaiter): void {
+    (this.replyWaiters ??= []).push(w);
+  }
+
+  /** The stream table: the peer's REPLY arrived (before 'reply' is emitted). */
+  replied(head: Head): void {
+    this.peerHead = head;
+    const waiters = this.replyWaiters;
+    this.replyWaiters = null;
+    if (waiters) for (const w of waiters) w.resolve(head);
+  }
+}
+
+interface ReplyWaiter {
+  resolve(head: Head): void;
+  reject(err: Error): void;
+}
+
+function closedBeforeReply(): TunnelError {
+  return new TunnelError('CONNECTION_LOST', 'the stream closed before the reply');
 }
 
 /**
  * Resolves with the peer's REPLY head of a stream this side opened; rejects with the stream's error,
- * or CONNECTION_LOST when it closes first. Listeners are removed either way.
+ * or CONNECTION_LOST when it closes first. Nothing stays registered on the stream either way.
  */
 export function replyOf(stream: TunnelStream): Promise<Head> {
   if (stream.peerHead !== null && stream.local) return Promise.resolve(stream.peerHead);
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      stream.off('reply', onReply);
-      stream.off('error', onError);
-      stream.off('close', onClose);
-    };
-    const onReply = (head: Head) => {
-      cleanup();
-      resolve(head);
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new TunnelError('CONNECTION_LOST', 'the stream closed before the reply'));
-    };
-    stream.on('reply', onReply);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
+  if (stream.destroyed) return Promise.reject(stream.errored ?? closedBeforeReply());
+  // A waiter on the stream rather than three event listeners added and removed for every request.
+  return new Promise((resolve, reject) => stream.waitReply({ resolve, reject }));
 }
 
 /**

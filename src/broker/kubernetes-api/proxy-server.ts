@@ -294,9 +294,6 @@ export class KubernetesApiProxyServer {
     const { metrics } = this.deps;
     if (this.cors(req, res)) return;
     const cancel = new Cancellation();
-    res.on('close', () => {
-      if (!res.writableFinished) cancel.cancel();
-    });
     // The client's FIN: before the answer began it is a half-close (the client sent its request and
     // waits for the reply, which it gets); once the answer is streaming it means the client is gone
     // (kubectl closing a watch), so the request is aborted at once instead of at the next write.
@@ -304,8 +301,11 @@ export class KubernetesApiProxyServer {
     const onClientEnd = () => {
       if (res.headersSent && !res.writableFinished) res.destroy();
     };
-    socket.once('end', onClientEnd);
-    res.once('close', () => socket.off('end', onClientEnd));
+    socket.on('end', onClientEnd);
+    res.once('close', () => {
+      socket.off('end', onClientEnd);
+      if (!res.writableFinished) cancel.cancel();
+    });
     const prepared = await this.prepare(req, false);
     if (prepared instanceof Refusal) return this.refuse(res, prepared, 'none');
     const limit = this.deps.config.max_request_body_size;

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { MAX_PROTOCOL_VERSION, Session, type SessionOptions } from '../session.js';
 import { TunnelError } from '../errors.js';
-import type { TunnelStream } from '../stream.js';
+import { replyOf, type TunnelStream } from '../stream.js';
 import { entryOf } from './stream-internals.js';
 import { errorOf, readAll, writeAll } from '../../../test/support/streams.js';
 import { waitFor } from '../../../test/support/wait.js';
@@ -116,6 +116,34 @@ export function runSessionSuite(name: string, makePair: PairFactory): void {
         // What the writer kept may have changed only where it said so.
         if (!handsOver) expect(chunks.every((c, i) => c.equals(copies[i]!))).toBe(true);
       }
+    });
+
+    test('replyOf: resolves with the REPLY head, for every caller and after it came; rejects when the stream ends first, even when asked after', async () => {
+      pair = await makePair();
+      const { client, server } = pair;
+      const held: TunnelStream[] = [];
+      server.on('stream', (s) => {
+        if (s.peerHead?.answer === true) s.reply({ status: 201 }, { end: true });
+        else held.push(s);
+        s.resume();
+      });
+      await client.ready;
+      const answered = client.openStream({ answer: true }, { end: true });
+      const [a, b] = await Promise.all([replyOf(answered), replyOf(answered)]);
+      expect(a).toEqual({ status: 201 });
+      expect(b).toBe(a);
+      expect(await replyOf(answered)).toBe(a);
+      const reset = client.openStream({ answer: false });
+      const early = replyOf(reset);
+      await waitFor(() => held.length === 1, 'the server to hold the stream');
+      held[0]!.reset('CANCELLED', 'server gave up');
+      await expect(early).rejects.toMatchObject({ code: 'CANCELLED' });
+      await expect(replyOf(reset)).rejects.toMatchObject({ code: 'CANCELLED' });
+      const dropped = client.openStream({ answer: false });
+      const waiting = replyOf(dropped);
+      dropped.destroy();
+      await expect(waiting).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+      await expect(replyOf(dropped)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
     });
 
     test('a stream opened with head, data and end in one call arrives whole, and the reply comes back the same way', async () => {
