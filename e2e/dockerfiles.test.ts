@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { absoluteDestination, parseDockerfile, type Stage } from './support/dockerfile.js';
 import { REPO_ROOT } from './support/helm.js';
+import { NODE_FLAGS } from '../src/shared/node-flags.js';
 
 const DOCKERFILES = ['Dockerfile.kas', 'Dockerfile.agentk'] as const;
 const tracked = new Set(execFileSync('git', ['ls-files'], { cwd: REPO_ROOT, encoding: 'utf8' }).split('\n').filter(Boolean));
@@ -98,10 +99,13 @@ describe.each(DOCKERFILES)('%s', (file) => {
     if (!copiesPackageJson) throw new Error(`${file}: the final stage must COPY package.json ("type": "module" makes Node load dist/ as ES modules)`);
   });
 
-  test('ENTRYPOINT runs node on a file that npm run build produces and the final stage copies', () => {
+  test('ENTRYPOINT runs node, with the programs\' Node options (src/shared/node-flags.ts), on a file that npm run build produces and the final stage copies', () => {
     const entry = final.entrypoint;
-    if (!entry || entry[0] !== 'node' || entry.length < 2) throw new Error(`${file}: ENTRYPOINT must be ["node", "<file>"], got ${JSON.stringify(entry)}`);
-    const script = entry[1]!;
+    const expected = ['node', ...NODE_FLAGS];
+    if (!entry || entry.length < expected.length + 1 || expected.some((v, i) => entry[i] !== v)) {
+      throw new Error(`${file}: ENTRYPOINT must be ${JSON.stringify([...expected, '<file>'])}, got ${JSON.stringify(entry)}`);
+    }
+    const script = entry[expected.length]!;
     const inImage = path.posix.resolve(final.workdir, script);
     const copy = final.copies.find((c) => c.from !== null && inImage.startsWith(`${absoluteDestination(final, c)}/`));
     if (!copy) throw new Error(`${file}: no COPY --from puts ${inImage} into the final image`);
@@ -217,9 +221,10 @@ describe('the images, assembled without Docker', () => {
     const final = stages.at(-1)!;
     const root = await assemble(stages, final);
     const workdir = path.join(root, final.workdir);
-    const [, script, ...rest] = final.entrypoint!;
-    if (!existsSync(path.join(workdir, script!))) throw new Error(`${file}: ENTRYPOINT ${script} is not in the assembled image`);
-    const out = await run(process.execPath, [script!, ...rest, '--help'], workdir, 30_000);
+    const [, ...args] = final.entrypoint!;
+    const script = args.find((a) => !a.startsWith('-'));
+    if (!script || !existsSync(path.join(workdir, script))) throw new Error(`${file}: ENTRYPOINT ${script} is not in the assembled image`);
+    const out = await run(process.execPath, [...args, '--help'], workdir, 30_000);
     expect(out).toMatch(/Usage/i);
     if (file === 'Dockerfile.agentk') {
       expect(existsSync(path.join(workdir, 'dist', 'src', 'broker'))).toBe(false);

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { generateSelfSignedCertificate } from '../../src/shared/tls-cert.js';
 import { descendants, freePort, run, sleep, startProcess, stopProcess, waitForListeners, waitForPort, type Proc } from './proc.js';
+import { NODE_FLAGS } from '../../src/shared/node-flags.js';
 
 /** The repository root (this file runs from dist/bench/lib/). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -211,7 +212,7 @@ export interface Kas {
  */
 export async function startKas(logDir: string, o: KasOptions, configFile = join(o.secrets.dir, `kas-${Date.now()}-${Math.random().toString(36).slice(2, 6)}.yaml`), onAgentListening?: () => void): Promise<Kas> {
   writeFileSync(configFile, kasConfigText(o));
-  const proc = startProcess(o.name ?? 'kas', process.execPath, [...(o.nodeArgs ?? []), join(o.dist ?? DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
+  const proc = startProcess(o.name ?? 'kas', process.execPath, [...NODE_FLAGS, ...(o.nodeArgs ?? []), join(o.dist ?? DIST, 'src/broker/main.js'), '--config', configFile], { logDir, nofile: o.nofile });
   if (onAgentListening) {
     await waitForListeners(proc, ['agent'], 30_000, 10);
     onAgentListening();
@@ -250,6 +251,7 @@ export interface AgentkOptions {
 
 export async function startAgentk(logDir: string, o: AgentkOptions): Promise<{ proc: Proc; observability: HostPort }> {
   const args = [
+    ...NODE_FLAGS,
     ...(o.nodeArgs ?? []),
     join(o.dist ?? DIST, 'src/agent/main.js'),
     '--kas-address',

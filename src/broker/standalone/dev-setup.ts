@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { generateSelfSignedCertificate } from '../../shared/tls-cert.js';
+import { NODE_FLAGS } from '../../shared/node-flags.js';
 
 export interface DevSetup {
   dir: string;
@@ -70,7 +71,7 @@ export function devInstructions(setup: DevSetup, agentAddress: string, proxyAddr
     '',
     'Connect an agent to the cluster of your current kubeconfig (KUBECONFIG or ~/.kube/config, as for kubectl;',
     'add --kubeconfig FILE and --context NAME for another one), in another terminal:',
-    `  node dist/src/agent/main.js --kas-address ws://${agentAddress}/ --token-file ${setup.agentTokenFile} --observability-listen-address 127.0.0.1:0`,
+    `  node ${NODE_FLAGS.join(' ')} dist/src/agent/main.js --kas-address ws://${agentAddress}/ --token-file ${setup.agentTokenFile} --observability-listen-address 127.0.0.1:0`,
     '',
     'Then talk to that cluster through kas and the agent:',
     `  kubectl --server https://${proxyAddress} --certificate-authority ${setup.caFile} --token "pat:${setup.agentId}:$(cat ${setup.proxyTokenFile})" get ns`,
