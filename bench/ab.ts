@@ -11,7 +11,9 @@
  *
  * --keep: the processes' logs stay in the printed directory. --node-arg X (repeatable): a node option
  * for kas and agentk, e.g. --node-arg --trace-gc. --variant-node-arg NAME=X (repeatable): a node
- * option for variant NAME's two processes only (e.g. one build with two V8 settings).
+ * option for variant NAME's two processes only (e.g. one build with two V8 settings). Every process
+ * gets the programs' Node options first (src/shared/node-flags.ts); a later option overrides, so
+ * `--variant-node-arg off=--min-semi-space-size=0` runs variant off without that one.
  *
  * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
  * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the

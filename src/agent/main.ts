@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --min-semi-space-size=16
+#!/usr/bin/env node
 /** agentk's entry point: runs the program (cli.ts) and exits with its code. */
 import { runAgentk } from './cli.js';
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --min-semi-space-size=16
+#!/usr/bin/env node
 /** kas's entry point: runs the program (cli.ts) and exits with its code. */
 import { EXIT_FAILURE, runKas } from './cli.js';
 

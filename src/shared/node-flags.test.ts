@@ -6,10 +6,6 @@ import { NODE_FLAGS } from './node-flags.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');
 
-test.each(['src/broker/main.ts', 'src/agent/main.ts'])('%s: its #! line runs node with the programs\' Node options', (file) => {
-  expect(read(file).split('\n')[0]).toBe(`#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`);
-});
-
 test('npm start runs kas with the programs\' Node options', () => {
   const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
   expect(pkg.scripts.start).toContain(`node ${NODE_FLAGS.join(' ')} dist/src/broker/main.js`);
