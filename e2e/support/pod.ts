@@ -130,7 +130,8 @@ export async function localPod(cluster: Cluster, namespace: string, name: string
     const m = /^(--[^=]+=)?(\/.*)$/.exec(arg);
     return m ? `${m[1] ?? ''}${localize(m[2]!)}` : arg;
   };
-  const command = [process.execPath, ...entrypoint.slice(1).map((a) => (a.startsWith('/') ? a : path.join(REPO_ROOT, a))), ...args.map(mapArg)];
+  // The ENTRYPOINT's Node options (src/shared/node-flags.ts) stay as they are; its script path is the checkout's.
+  const command = [process.execPath, ...entrypoint.slice(1).map((a) => (a.startsWith('/') || a.startsWith('-') ? a : path.join(REPO_ROOT, a))), ...args.map(mapArg)];
 
   return {
     root,
