@@ -121,8 +121,7 @@ export function requestHasBody(transferEncoding: string | undefined, contentLeng
 
 /**
  * The first value of a header in Node's raw header list ([name, value, name, value, ...]);
- * `lowerName` in lower case. Reading this instead of `req.headers` spares Node building the
- * headers object of every request.
+ * `lowerName` in lower case. Names of another length are skipped without lower-casing them.
  */
 export function rawHeaderValue(rawHeaders: readonly string[], lowerName: string): string | undefined {
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {

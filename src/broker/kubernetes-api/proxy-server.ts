@@ -165,7 +165,7 @@ export class KubernetesApiProxyServer {
     }
     const { decision } = auth;
     const limit = this.deps.config.max_request_body_size;
-    // Headers are read from the raw list throughout: Node then never builds req.headers for a request.
+    // The few headers kas itself reads come from the raw list (first value of each name).
     const transferEncoding = rawHeaderValue(raw, 'transfer-encoding');
     const contentLength = rawHeaderValue(raw, 'content-length');
     if (!upgrade && declaresBodyOver(transferEncoding, contentLength, limit)) return new Refusal(413, bodyTooLargeMessage(limit), { Connection: 'close' });
