@@ -134,11 +134,18 @@ describe('cluster events from a real API server', () => {
   test('a flood above the rate limit is cut and counted; what was sent arrives', async () => {
     await configure({ types: ['Warning'], namespaces: ['ev-b'], rate_limit: 1, burst: 10 }, { rateLimit: 1, namespaces: ['ev-b'] });
     // Events created before agentk's first list of ev-b completes are that list's backlog and are
-    // never sent: a canary that agentk sends shows the watch is live. Its token is back a second
-    // later (1/s), so the flood meets the whole burst.
+    // never sent: a canary that agentk sends shows the watch is live. A canary that fell into the
+    // backlog is never sent, so another one follows every 5 s until one is. Its token is back a
+    // second later (1/s), so the flood meets the whole burst.
     const beforeCanary = await agentMetric('agentk_cluster_events_sent_total');
-    await event({ type: 'Warning', reason: 'Canary', message: 'canary', object: 'flood-canary', namespace: 'ev-b' });
-    await waitFor(async () => (await agentMetric('agentk_cluster_events_sent_total')) > beforeCanary, 'agentk to send the canary event of ev-b', 30_000);
+    const canarySent = async () => (await agentMetric('agentk_cluster_events_sent_total')) > beforeCanary;
+    for (let canary = 0; ; canary++) {
+      await event({ type: 'Warning', reason: 'Canary', message: `canary ${canary}`, object: `flood-canary-${canary}`, namespace: 'ev-b' });
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && !(await canarySent())) await new Promise((r) => setTimeout(r, 100));
+      if (await canarySent()) break;
+      if (canary >= 9) throw new Error('agentk sent none of 10 canary events of ev-b (5 s apart)');
+    }
     await new Promise((r) => setTimeout(r, 1100));
     const sentBefore = await agentMetric('agentk_cluster_events_sent_total');
     const droppedBefore = await agentMetric('agentk_cluster_events_dropped_total', { reason: 'rate_limit' });
