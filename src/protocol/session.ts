@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { CLOSE_CODE_BASE, CLOSE_NORMAL, TunnelError, codeFromCloseCode, codeFromWire, wireOf, type TunnelErrorCode } from './errors.js';
 import { FairWriter } from './fair-writer.js';
-import { FrameKind, decodeFrame, decodeFrameV2, encodeFrame, type Frame, type Head } from './frames.js';
+import { FrameKind, RAW_DATA_HEADER_SIZE, RAW_DATA_MARKER, decodeFrame, decodeFrameV2, encodeFrame, type Frame, type Head } from './frames.js';
 import { BufferBudget } from './flow.js';
 import { Keepalive } from './keepalive.js';
 import { DEFAULT_LIMITS, DEFAULT_TUNING, checkLimits, type SessionLimits, type SessionTuning } from './limits.js';
@@ -159,6 +159,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.handshakeTimer.unref?.();
     transport.start({
       message: (data) => this.onMessage(data),
+      messageParts: (pieces, length) => this.onMessageParts(pieces, length),
       drain: () => this.writer.pump(),
       closed: (code, reason) => this.onTransportClosed(code, reason),
     });
@@ -313,6 +314,38 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     try {
       this.dispatch(frame, data.byteLength);
+    } catch (err) {
+      this.fail(err instanceof TunnelError ? err : new TunnelError('INTERNAL', 'failed to process a frame', { cause: err }));
+    }
+    this.writer.flushCallbacks();
+  }
+
+  /**
+   * A message that arrived in pieces. A raw DATA frame whose header lies in the first piece goes to
+   * its stream piece by piece, without joining them (in bulk transfers most frames span two socket
+   * reads); anything else is joined and read as one message.
+   */
+  private onMessageParts(pieces: readonly Uint8Array[], length: number): void {
+    const first = pieces[0];
+    const rawData = this.version >= 2 && this.stateValue !== 'handshaking' && first !== undefined && first.byteLength >= RAW_DATA_HEADER_SIZE && first[0] === RAW_DATA_MARKER;
+    if (!rawData || this.stateValue === 'closed') {
+      this.onMessage(pieces.length === 1 ? first! : Buffer.concat(pieces, length));
+      return;
+    }
+    if (length > this.limits.maxFrameSize) {
+      this.fail(new TunnelError('FRAME_TOO_LARGE', `frame of ${length} bytes exceeds the limit of ${this.limits.maxFrameSize}`));
+      return;
+    }
+    let frame: Frame;
+    try {
+      frame = decodeFrameV2(first);
+    } catch (err) {
+      this.fail(err instanceof TunnelError ? err : new TunnelError('MALFORMED_FRAME', 'undecodable frame', { cause: err }));
+      return;
+    }
+    if (frame.kind !== FrameKind.DATA) return; // a raw frame always decodes as DATA
+    try {
+      this.table.onDataPieces(frame.id, [frame.data, ...pieces.slice(1)], frame.fin);
     } catch (err) {
       this.fail(err instanceof TunnelError ? err : new TunnelError('INTERNAL', 'failed to process a frame', { cause: err }));
     }

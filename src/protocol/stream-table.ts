@@ -271,13 +271,31 @@ export class StreamTable {
   }
 
   onData(id: number, data: Uint8Array, fin: boolean): void {
-    const entry = this.lookup(id);
+    const entry = this.dataEntry(id);
     if (!entry) return;
-    const refusal = refusalOf(RECV_MACHINE, entry.recv, RecvEvent.Data);
-    if (refusal) return this.streamError(entry, refusal.code, refusal.message);
-    entry.recv = advance(RECV_MACHINE, entry.recv, RecvEvent.Data, id);
     if (data.byteLength > 0 && !entry.receiveData(data)) return;
     if (fin) entry.receiveEnd();
+  }
+
+  /** One DATA frame whose payload came in pieces (see Session.onMessageParts): each piece is received as it is. */
+  onDataPieces(id: number, pieces: readonly Uint8Array[], fin: boolean): void {
+    const entry = this.dataEntry(id);
+    if (!entry) return;
+    for (const piece of pieces) if (piece.byteLength > 0 && !entry.receiveData(piece)) return;
+    if (fin) entry.receiveEnd();
+  }
+
+  /** The stream a DATA frame is for, once its receive side has taken the frame; null when there is none or it was refused. */
+  private dataEntry(id: number): StreamEntry | null {
+    const entry = this.lookup(id);
+    if (!entry) return null;
+    const refusal = refusalOf(RECV_MACHINE, entry.recv, RecvEvent.Data);
+    if (refusal) {
+      this.streamError(entry, refusal.code, refusal.message);
+      return null;
+    }
+    entry.recv = advance(RECV_MACHINE, entry.recv, RecvEvent.Data, id);
+    return entry;
   }
 
   onWindow(id: number, increment: number): void {

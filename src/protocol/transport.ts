@@ -6,6 +6,12 @@
 export interface TransportHandlers {
   /** One whole message arrived. Called in order; never called after `close`. */
   message(data: Uint8Array): void;
+  /**
+   * One whole message that arrived in several pieces (views of the reads it spanned, in order,
+   * `length` bytes together). A transport that has the pieces calls this instead of joining them
+   * for `message`; the handler takes what it keeps as it would from `message`.
+   */
+  messageParts(pieces: readonly Uint8Array[], length: number): void;
   /** Queued bytes fell below the high-water mark after `backpressured` read true. */
   drain(): void;
   /** The channel is gone (closed by either side or failed). Called once. */

@@ -6,7 +6,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { readAll } from '../../test/support/streams.js';
 import { Session } from '../protocol/session.js';
 import { dialTunnelWebSocket, tunnelSocketSettings, TunnelWebSocketServer, type TunnelSocketLimits } from './tunnel-websocket.js';
-import type { WsTransport } from './ws-transport.js';
+import type { MessageTransport } from '../protocol/transport.js';
 
 const MiB = 1024 * 1024;
 
@@ -24,7 +24,7 @@ describe('tunnelSocketSettings', () => {
 async function acceptingServer(limits: TunnelSocketLimits, refuseWith?: number) {
   const wss = new TunnelWebSocketServer(limits);
   const server = http.createServer();
-  const transports: WsTransport[] = [];
+  const transports: MessageTransport[] = [];
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     if (refuseWith) {
       socket.end(`HTTP/1.1 ${refuseWith} No\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);

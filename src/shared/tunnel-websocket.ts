@@ -3,18 +3,23 @@
  * connection (agentk to kas, kas to kas) gets the same socket settings, worked out once from the
  * session's limits:
  * - maxPayload a margin above maxFrameSize: an oversized frame still reaches the session, which
- *   closes with its coded FRAME_TOO_LARGE (4004) rather than ws's generic 1009, while ws never
- *   buffers a message much larger than a frame (its default would take 100 MiB);
+ *   closes with its coded FRAME_TOO_LARGE (4004) rather than the WebSocket layer's generic 1009,
+ *   while that layer never keeps a message much larger than a frame (ws's default would take 100 MiB);
  * - permessage-deflate off (docs/protocol.md, "Transport");
  * - TCP noDelay: frames are whole messages already, Nagle would only delay them;
  * - the transport's high-water mark a fixed number of chunks;
  * - the raw socket handed to the transport, so one writer turn's frames go out in one write.
+ * Accepted connections speak RFC 6455 on the socket themselves (SocketWsTransport); dialled ones
+ * run on a `ws` WebSocket (WsTransport), which brings the client's handshake, proxies and TLS.
  */
-import type http from 'node:http';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket } from 'ws';
+import type { MessageTransport } from '../protocol/transport.js';
 import { DEFAULT_LIMITS, DEFAULT_TUNING, type SessionLimits, type SessionTuning } from '../protocol/limits.js';
+import { SocketWsTransport } from './ws-socket-transport.js';
 import { WsTransport } from './ws-transport.js';
 
 /** The session options the socket settings follow: the same objects the Session is given. */
@@ -48,27 +53,65 @@ function transportOn(ws: WebSocket, socket: Socket | undefined, highWater: numbe
   return new WsTransport(ws, socket ? { socket, highWater } : { highWater });
 }
 
+/** RFC 6455 1.3: appended to the client's key to make the Sec-WebSocket-Accept answer. */
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** A Sec-WebSocket-Key is 16 bytes in base64. */
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Why an upgrade request is not a WebSocket opening handshake this server completes (RFC 6455 4.2.1), or null. */
+function handshakeRefusal(req: http.IncomingMessage): { status: number; message: string; header?: string } | null {
+  if (req.method !== 'GET') return { status: 405, message: 'Invalid HTTP method' };
+  if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return { status: 400, message: 'Invalid Upgrade header' };
+  if (!WS_KEY.test(req.headers['sec-websocket-key'] ?? '')) return { status: 400, message: 'Missing or invalid Sec-WebSocket-Key header' };
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return { status: 400, message: 'Missing or invalid Sec-WebSocket-Version header', header: 'Sec-WebSocket-Version: 13, 8' };
+  const protocols = req.headers['sec-websocket-protocol'];
+  if (protocols !== undefined && !protocols.split(',').every((p) => TOKEN.test(p.trim()))) return { status: 400, message: 'Invalid Sec-WebSocket-Protocol header' };
+  return null;
+}
+
+function refuseHandshake(socket: Duplex, refusal: { status: number; message: string; header?: string }): void {
+  const lines = [`HTTP/1.1 ${refusal.status} ${http.STATUS_CODES[refusal.status] ?? ''}`, 'Connection: close', 'Content-Type: text/plain', `Content-Length: ${Buffer.byteLength(refusal.message)}`];
+  if (refusal.header) lines.push(refusal.header);
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${refusal.message}`);
+}
+
 /**
- * Accepts tunnel WebSockets on a server's 'upgrade' event (noServer mode): the caller
- * authenticates the upgrade request first and calls `accept` only for one it admits. Keeps no
- * list of clients; the caller owns every session it makes.
+ * Accepts tunnel WebSockets on a server's 'upgrade' event: the caller authenticates the upgrade
+ * request first and calls `accept` only for one it admits. The opening handshake is answered here
+ * and the connection runs on a SocketWsTransport (RFC 6455 on the socket, no `ws` object: see there
+ * why). Keeps no list of clients; the caller owns every session it makes.
  */
 export class TunnelWebSocketServer {
-  private readonly wss: WebSocketServer;
-  private readonly highWater: number;
+  private readonly settings: TunnelSocketSettings;
 
   constructor(options: TunnelSocketLimits) {
-    const settings = tunnelSocketSettings(options);
-    this.highWater = settings.highWater;
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false, maxPayload: settings.maxPayload });
+    this.settings = tunnelSocketSettings(options);
   }
 
   /**
    * Completes the WebSocket handshake on `socket` and hands over the transport to run a session on.
-   * An invalid WebSocket request is answered by ws itself (400) and `onAccepted` is not called.
+   * A request that is not a valid opening handshake is answered with 400 (405 for a method other
+   * than GET) and `onAccepted` is not called. No extension is accepted (permessage-deflate stays
+   * off); the first subprotocol offered, if any, is echoed.
    */
-  accept(req: http.IncomingMessage, socket: Duplex, head: Buffer, onAccepted: (transport: WsTransport) => void): void {
-    this.wss.handleUpgrade(req, socket, head, (ws) => onAccepted(transportOn(ws, socket as Socket, this.highWater)));
+  accept(req: http.IncomingMessage, socket: Duplex, head: Buffer, onAccepted: (transport: MessageTransport) => void): void {
+    const refusal = handshakeRefusal(req);
+    if (refusal) {
+      refuseHandshake(socket, refusal);
+      return;
+    }
+    if (!socket.readable || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const answer = createHash('sha1').update(`${req.headers['sec-websocket-key']!}${WS_GUID}`).digest('base64');
+    const lines = ['HTTP/1.1 101 Switching Protocols', 'Upgrade: websocket', 'Connection: Upgrade', `Sec-WebSocket-Accept: ${answer}`];
+    const protocol = req.headers['sec-websocket-protocol']?.split(',')[0]?.trim();
+    if (protocol) lines.push(`Sec-WebSocket-Protocol: ${protocol}`);
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    onAccepted(new SocketWsTransport(socket as Socket, head, this.settings));
   }
 }
 

@@ -6,12 +6,11 @@
  * mark calls `drain`, so the writer can never be left waiting with nothing armed to wake it.
  * The programs get theirs from tunnel-websocket.ts, which sets the socket up the same way for all.
  */
-import { randomFillSync } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
 import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
+import { WsFrameWriter } from './ws-framing.js';
 
 /** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
 const CLOSE_LINGER_MS = 5000;
@@ -28,78 +27,6 @@ export interface WsTransportOptions {
   mask?: boolean;
 }
 
-type MaskFn = (source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number) => void;
-
-/** XORs `source` with the 4-byte `mask` into `output` at `offset`: bufferutil's native loop when it loads (as ws does). */
-const maskInto: MaskFn = (() => {
-  try {
-    const lib = createRequire(import.meta.url)('bufferutil') as { mask: MaskFn };
-    return (source, mask, output, offset, length) => {
-      if (length < 32) jsMask(source, mask, output, offset, length);
-      else lib.mask(source, mask, output, offset, length);
-    };
-  } catch {
-    return jsMask;
-  }
-})();
-
-function jsMask(source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number): void {
-  for (let i = 0; i < length; i++) output[offset + i] = source[i]! ^ mask[i & 3]!;
-}
-
-/** Masking keys come from a pool of random bytes, refilled from the CSPRNG (as ws does). */
-const MASK_POOL_SIZE = 8 * 1024;
-let maskPool: Buffer | null = null;
-let maskPoolAt = MASK_POOL_SIZE;
-
-/** The next masking key, into `key` (4 bytes), byte by byte: a Buffer.copy of 4 bytes costs more. */
-function nextMaskKey(key: Buffer): void {
-  if (maskPoolAt === MASK_POOL_SIZE) {
-    maskPool ??= Buffer.alloc(MASK_POOL_SIZE);
-    randomFillSync(maskPool, 0, MASK_POOL_SIZE);
-    maskPoolAt = 0;
-  }
-  const pool = maskPool!;
-  key[0] = pool[maskPoolAt]!;
-  key[1] = pool[maskPoolAt + 1]!;
-  key[2] = pool[maskPoolAt + 2]!;
-  key[3] = pool[maskPoolAt + 3]!;
-  maskPoolAt += 4;
-}
-
-/** `key` as it continues at `shift` bytes past a multiple of 4, into `out` (4 bytes); `key` itself when shift is 0. */
-function rotatedKey(key: Buffer, shift: number, out: Buffer): Buffer {
-  if (shift === 0) return key;
-  for (let i = 0; i < 4; i++) out[i] = key[(shift + i) & 3]!;
-  return out;
-}
-
-/**
- * Writes a WebSocket frame header (FIN, binary opcode, payload length, mask bit) for a payload of
- * `length` bytes into `out`; returns the offset where the masking key (if masked) or the payload starts.
- */
-function writeFrameHeader(out: Buffer, length: number, masked: boolean): number {
-  out[0] = 0x82;
-  const maskBit = masked ? 0x80 : 0;
-  if (length < 126) {
-    out[1] = maskBit | length;
-    return 2;
-  }
-  if (length < 65536) {
-    out[1] = maskBit | 126;
-    out.writeUInt16BE(length, 2);
-    return 4;
-  }
-  out[1] = maskBit | 127;
-  out.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
-  out.writeUInt32BE(length >>> 0, 6);
-  return 10;
-}
-
-function frameHeaderSize(length: number): number {
-  return length < 126 ? 2 : length < 65536 ? 4 : 10;
-}
-
 function toBytes(data: RawData): Uint8Array {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
@@ -110,10 +37,8 @@ export class WsTransport implements MessageTransport {
   private readonly ws: WebSocket;
   private readonly highWater: number;
   private readonly socket: Socket | null;
-  private readonly mask: boolean;
-  /** This frame's masking key, and the key rotated for a part that starts off a multiple of 4 (reused: no allocation per frame). */
-  private readonly maskKey = Buffer.alloc(4);
-  private readonly shiftedKey = Buffer.alloc(4);
+  /** Writes two-part messages straight to the socket (when there is one). */
+  private readonly frames: WsFrameWriter | null;
   private handlers: TransportHandlers | null = null;
   private early: Uint8Array[] = [];
   private armed = false;
@@ -124,7 +49,7 @@ export class WsTransport implements MessageTransport {
     this.ws = ws;
     this.highWater = options.highWater ?? 1024 * 1024;
     this.socket = options.socket ?? null;
-    this.mask = options.mask ?? Boolean(ws.url);
+    this.frames = this.socket ? new WsFrameWriter(this.socket, options.mask ?? Boolean(ws.url), this.sent) : null;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
@@ -165,68 +90,16 @@ export class WsTransport implements MessageTransport {
   }
 
   /**
-   * One message of `header` + `payload`, framed here and written straight to the socket: a server
-   * (unmasked) writes the frame header and our header in one small buffer and the payload as it is
-   * (no copy). A client masks: with `mayChange` (the pieces were handed over) it masks them where
-   * they lie and writes them behind a small buffer holding the frame header, the key and our masked
-   * header (no copy); otherwise it writes one buffer with the payload masked into it (one copy,
-   * where ws.send would have needed the caller's concatenation and then its own masked copy). ws
-   * itself writes every frame synchronously to the same socket, and with compression off never
-   * queues one, so frames written here and by ws.send keep their order; what is written here counts
-   * in `bufferedAmount` (ws reads the socket's queue). Without the socket, ws.send of the
-   * concatenation.
+   * One message of `header` + `payload`, framed by WsFrameWriter and written straight to the socket
+   * (see there for the copies it saves). ws itself writes every frame synchronously to the same
+   * socket, and with compression off never queues one, so frames written here and by ws.send keep
+   * their order; what is written here counts in `bufferedAmount` (ws reads the socket's queue).
+   * Without the socket, ws.send of the concatenation.
    */
   sendParts(header: Uint8Array, payload: readonly Uint8Array[], mayChange = false): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    const socket = this.socket;
-    let length = header.byteLength;
-    for (const piece of payload) length += piece.byteLength;
-    if (!socket) {
-      this.ws.send(Buffer.concat([header, ...payload], length), { binary: true, compress: false }, this.sent);
-      return;
-    }
-    const headSize = frameHeaderSize(length);
-    if (this.mask) {
-      const inPlace = mayChange && payload.length > 0;
-      const out = Buffer.allocUnsafe(headSize + 4 + (inPlace ? header.byteLength : length));
-      const keyAt = writeFrameHeader(out, length, true);
-      const key = this.maskKey;
-      nextMaskKey(key);
-      out[keyAt] = key[0]!;
-      out[keyAt + 1] = key[1]!;
-      out[keyAt + 2] = key[2]!;
-      out[keyAt + 3] = key[3]!;
-      const start = keyAt + 4;
-      maskInto(header, key, out, start, header.byteLength);
-      let at = header.byteLength;
-      for (const part of payload) {
-        // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
-        const k = rotatedKey(key, at & 3, this.shiftedKey);
-        if (inPlace) maskInto(part, k, part, 0, part.byteLength);
-        else maskInto(part, k, out, start + at, part.byteLength);
-        at += part.byteLength;
-      }
-      if (!inPlace) {
-        socket.write(out, this.sent);
-        return;
-      }
-      this.writeAll(socket, out, payload);
-      return;
-    }
-    const out = Buffer.allocUnsafe(headSize + header.byteLength);
-    const start = writeFrameHeader(out, length, false);
-    out.set(header, start);
-    if (payload.length === 0) socket.write(out, this.sent);
-    else this.writeAll(socket, out, payload);
-  }
-
-  /** Writes `first` and the pieces in one corked batch; the last write carries the completion callback. */
-  private writeAll(socket: Socket, first: Buffer, pieces: readonly Uint8Array[]): void {
-    socket.cork();
-    socket.write(first);
-    for (let i = 0; i < pieces.length - 1; i++) socket.write(pieces[i]!);
-    socket.write(pieces[pieces.length - 1]!, this.sent);
-    socket.uncork();
+    if (this.frames) this.frames.writeParts(header, payload, mayChange);
+    else this.ws.send(Buffer.concat([header, ...payload]), { binary: true, compress: false }, this.sent);
   }
 
   private readonly sent = (): void => {

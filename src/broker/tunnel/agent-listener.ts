@@ -16,7 +16,7 @@ import { Session } from '../../protocol/session.js';
 import { listenOn, parseListenAddress } from '../../shared/address.js';
 import type { Logger } from '../../shared/logger.js';
 import { TunnelWebSocketServer } from '../../shared/tunnel-websocket.js';
-import type { WsTransport } from '../../shared/ws-transport.js';
+import type { MessageTransport } from '../../protocol/transport.js';
 import { bearerToken } from '../auth/bearer.js';
 import type { AgentAuthenticator, AgentIdentity } from '../auth/types.js';
 import type { AgentListenConfig, TunnelConfig } from './config.js';
@@ -188,7 +188,7 @@ export class AgentListener {
     );
   }
 
-  private accept(transport: WsTransport, identity: AgentIdentity, token: string): void {
+  private accept(transport: MessageTransport, identity: AgentIdentity, token: string): void {
     const { tunnel, registry, metrics, processBudget } = this.deps;
     const connectionId = randomUUID();
     const logger = this.deps.logger.child({ agentId: identity.agentId, sessionId: connectionId });

@@ -36,25 +36,28 @@ export class RawPeer {
 
   constructor(readonly transport: MessageTransport, private readonly answerPings: boolean) {
     transport.start({
-      message: (data) => {
-        let frame: Frame;
-        try {
-          frame = decodeFrame(data);
-        } catch {
-          this.undecodable.push(data);
-          this.notify();
-          return;
-        }
-        this.frames.push(frame);
-        if (frame.kind === FrameKind.PING && this.answerPings) this.send({ kind: FrameKind.PONG, nonce: frame.nonce });
-        this.notify();
-      },
+      message: (data) => this.onMessage(data),
+      messageParts: (pieces, length) => this.onMessage(Buffer.concat(pieces, length)),
       drain: () => undefined,
       closed: (code, reason) => {
         this.closed = { code, reason };
         this.notify();
       },
     });
+  }
+
+  private onMessage(data: Uint8Array): void {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(data);
+    } catch {
+      this.undecodable.push(data);
+      this.notify();
+      return;
+    }
+    this.frames.push(frame);
+    if (frame.kind === FrameKind.PING && this.answerPings) this.send({ kind: FrameKind.PONG, nonce: frame.nonce });
+    this.notify();
   }
 
   send(frame: Frame): void {
