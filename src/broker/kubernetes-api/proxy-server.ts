@@ -30,6 +30,7 @@ import { forwardHeaders, forwardPath, responseHeaders } from './request-head.js'
 import { answerClientError } from '../client-error.js';
 import { Cancellation } from '../cancellation.js';
 import { bodyTooLargeMessage, declaresBodyOver, pipeBodyWithin } from './body-limit.js';
+import { pipeByTurn } from './pipe-by-turn.js';
 import { answerPlainHttp } from './plain-http-guard.js';
 
 export interface ProxyServerDeps {
@@ -360,7 +361,7 @@ export class KubernetesApiProxyServer {
         if (!res.writableFinished) stream.reset('CANCELLED', 'client went away');
         resolve();
       });
-      stream.pipe(res);
+      pipeByTurn(stream, res);
     });
   }
 
@@ -420,7 +421,7 @@ export class KubernetesApiProxyServer {
       if (!stream.destroyed) stream.reset('CANCELLED', 'client went away');
     });
     // Raw bytes both ways; each direction ends on its own.
-    stream.pipe(socket);
+    pipeByTurn(stream, socket);
     if (upgraded) socket.pipe(stream);
     else stream.end();
     await new Promise<void>((resolve) => socket.once('close', () => resolve()));
