@@ -14,6 +14,7 @@
 import type { Socket } from 'node:net';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
 import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
+import { DrainSignal } from './drain-signal.js';
 import { Opcode, WsFrameReader, WsFrameWriter } from './ws-framing.js';
 
 /** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
@@ -42,12 +43,12 @@ function closePayload(code: number, reason: string): Buffer {
 export class SocketWsTransport implements MessageTransport {
   private readonly socket: Socket;
   private readonly highWater: number;
+  private readonly pressure: DrainSignal;
   private readonly frames: WsFrameWriter;
   private readonly reader: WsFrameReader;
   private handlers: TransportHandlers | null = null;
   /** Messages that arrived before `start` (the session starts the transport as soon as it is made). */
   private early: Uint8Array[] = [];
-  private armed = false;
   private closeSent = false;
   /** The code and reason the session is told at the end: the peer's close frame, or our answer to its protocol error. */
   private ending: { code: number; reason: string } | null = null;
@@ -59,9 +60,10 @@ export class SocketWsTransport implements MessageTransport {
   constructor(socket: Socket, head: Buffer, options: SocketWsTransportOptions) {
     this.socket = socket;
     this.highWater = options.highWater;
+    this.pressure = new DrainSignal(() => socket.writableLength, options.highWater, () => this.handlers?.drain());
     socket.setTimeout(0);
     socket.setNoDelay(true);
-    this.frames = new WsFrameWriter(socket, false, this.sent);
+    this.frames = new WsFrameWriter(socket, false, this.pressure.sent);
     this.reader = new WsFrameReader(true, options.maxPayload, {
       message: (pieces, length, binary) => this.onMessage(pieces, length, binary),
       ping: (payload) => {
@@ -95,9 +97,7 @@ export class SocketWsTransport implements MessageTransport {
   }
 
   get backpressured(): boolean {
-    if (this.socket.writableLength < this.highWater) return false;
-    this.armed = true;
-    return true;
+    return this.pressure.full;
   }
 
   send(data: Uint8Array): void {
@@ -109,13 +109,6 @@ export class SocketWsTransport implements MessageTransport {
     if (this.closeSent || this.socket.destroyed) return;
     this.frames.writeParts(header, payload, false);
   }
-
-  private readonly sent = (): void => {
-    if (this.armed && this.socket.writableLength < this.highWater) {
-      this.armed = false;
-      this.handlers?.drain();
-    }
-  };
 
   cork(): void {
     this.socket.cork();

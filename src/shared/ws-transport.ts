@@ -1,15 +1,14 @@
 /**
  * Adapts a `ws` WebSocket to the protocol's MessageTransport. Binary messages only: a text message
  * closes the connection with MALFORMED_FRAME. Backpressure comes from `bufferedAmount` (bytes queued
- * in ws and in the socket, frame headers included). Every send carries a completion callback; once
- * `backpressured` has read true, the first completion that finds the queue below the high-water
- * mark calls `drain`, so the writer can never be left waiting with nothing armed to wake it.
+ * in ws and in the socket, frame headers included), signalled by a DrainSignal.
  * The programs get theirs from tunnel-websocket.ts, which sets the socket up the same way for all.
  */
 import type { Socket } from 'node:net';
 import type { RawData, WebSocket } from 'ws';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
 import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
+import { DrainSignal } from './drain-signal.js';
 import { WsFrameWriter } from './ws-framing.js';
 
 /** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
@@ -35,21 +34,20 @@ function toBytes(data: RawData): Uint8Array {
 
 export class WsTransport implements MessageTransport {
   private readonly ws: WebSocket;
-  private readonly highWater: number;
+  private readonly pressure: DrainSignal;
   private readonly socket: Socket | null;
   /** Writes two-part messages straight to the socket (when there is one). */
   private readonly frames: WsFrameWriter | null;
   private handlers: TransportHandlers | null = null;
   private early: Uint8Array[] = [];
-  private armed = false;
   private closedCalled = false;
   private earlyClose: { code: number; reason: string } | null = null;
 
   constructor(ws: WebSocket, options: WsTransportOptions = {}) {
     this.ws = ws;
-    this.highWater = options.highWater ?? 1024 * 1024;
+    this.pressure = new DrainSignal(() => ws.bufferedAmount, options.highWater ?? 1024 * 1024, () => this.handlers?.drain());
     this.socket = options.socket ?? null;
-    this.frames = this.socket ? new WsFrameWriter(this.socket, options.mask ?? Boolean(ws.url), this.sent) : null;
+    this.frames = this.socket ? new WsFrameWriter(this.socket, options.mask ?? Boolean(ws.url), this.pressure.sent) : null;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) {
@@ -79,14 +77,12 @@ export class WsTransport implements MessageTransport {
   }
 
   get backpressured(): boolean {
-    if (this.ws.bufferedAmount < this.highWater) return false;
-    this.armed = true;
-    return true;
+    return this.pressure.full;
   }
 
   send(data: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    this.ws.send(data, { binary: true, compress: false }, this.sent);
+    this.ws.send(data, { binary: true, compress: false }, this.pressure.sent);
   }
 
   /**
@@ -99,15 +95,8 @@ export class WsTransport implements MessageTransport {
   sendParts(header: Uint8Array, payload: readonly Uint8Array[], mayChange = false): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     if (this.frames) this.frames.writeParts(header, payload, mayChange);
-    else this.ws.send(Buffer.concat([header, ...payload]), { binary: true, compress: false }, this.sent);
+    else this.ws.send(Buffer.concat([header, ...payload]), { binary: true, compress: false }, this.pressure.sent);
   }
-
-  private readonly sent = (): void => {
-    if (this.armed && this.ws.bufferedAmount < this.highWater) {
-      this.armed = false;
-      this.handlers?.drain();
-    }
-  };
 
   cork(): void {
     this.socket?.cork();
