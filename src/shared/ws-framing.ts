@@ -52,6 +52,14 @@ function nextMaskKey(key: Uint8Array): void {
   maskPoolAt += 4;
 }
 
+/**
+ * Scratch space for masking keys, shared by every reader and writer: a key is only used within one
+ * synchronous call (a reader keeps its frame's key as a number between reads). A kas holds one
+ * connection per agent, and four 4-byte Buffers each cost more than the rest of its framing state.
+ */
+const KEY = Buffer.alloc(4);
+const SHIFTED_KEY = Buffer.alloc(4);
+
 /** `key` as it continues at `shift` bytes past a multiple of 4, into `out` (4 bytes); `key` itself when shift is 0. */
 function rotatedKey(key: Uint8Array, shift: number, out: Uint8Array): Uint8Array {
   if (shift === 0) return key;
@@ -95,10 +103,6 @@ const COPY_UP_TO = 16 * 1024;
  * carries `done` as its completion callback (the transport's backpressure hook).
  */
 export class WsFrameWriter {
-  /** This frame's masking key, and the key rotated for a part that starts off a multiple of 4 (reused: no allocation per frame). */
-  private readonly maskKey = Buffer.alloc(4);
-  private readonly shiftedKey = Buffer.alloc(4);
-
   constructor(
     private readonly socket: Socket,
     private readonly mask: boolean,
@@ -120,12 +124,12 @@ export class WsFrameWriter {
       const inPlace = mayChange && payload.length > 0;
       const out = Buffer.allocUnsafe(headSize + 4 + (inPlace ? header.byteLength : length));
       const start = this.writeKey(out, Opcode.BINARY, length);
-      const key = this.maskKey;
+      const key = KEY;
       maskInto(header, key, out, start, header.byteLength);
       let at = header.byteLength;
       for (const part of payload) {
         // The key restarts at each part; a part that starts off a multiple of 4 gets it rotated.
-        const k = rotatedKey(key, at & 3, this.shiftedKey);
+        const k = rotatedKey(key, at & 3, SHIFTED_KEY);
         if (inPlace) maskInto(part, k, part, 0, part.byteLength);
         else maskInto(part, k, out, start + at, part.byteLength);
         at += part.byteLength;
@@ -156,7 +160,7 @@ export class WsFrameWriter {
   writeControl(opcode: number, payload: Uint8Array): void {
     const length = Math.min(payload.byteLength, 125);
     const out = Buffer.allocUnsafe(2 + (this.mask ? 4 : 0) + length);
-    if (this.mask) maskInto(payload, this.maskKey, out, this.writeKey(out, opcode, length), length);
+    if (this.mask) maskInto(payload, KEY, out, this.writeKey(out, opcode, length), length);
     else out.set(payload.subarray(0, length), writeFrameHeader(out, opcode, length, false));
     this.socket.write(out, this.done);
   }
@@ -164,7 +168,7 @@ export class WsFrameWriter {
   /** Writes the frame header and a fresh masking key into `out`; returns where the payload starts. */
   private writeKey(out: Buffer, opcode: number, length: number): number {
     const keyAt = writeFrameHeader(out, opcode, length, true);
-    const key = this.maskKey;
+    const key = KEY;
     nextMaskKey(key);
     out[keyAt] = key[0]!;
     out[keyAt + 1] = key[1]!;
@@ -224,8 +228,8 @@ export class WsFrameReader {
   private fin = false;
   private remaining = 0;
   private frameAt = 0;
-  private readonly key = Buffer.alloc(4);
-  private readonly shiftedKey = Buffer.alloc(4);
+  /** The frame's masking key, as a 32-bit number (see KEY). */
+  private key = 0;
   /** The data message being read (across fragments). */
   private messageOpcode = -1;
   private pieces: Buffer[] = [];
@@ -337,7 +341,7 @@ export class WsFrameReader {
       if (this.messageOpcode >= 0) return this.fail(1002, 'new message before the previous one ended');
     } else return this.fail(1002, `unknown opcode ${opcode}`);
     if (opcode < 8 && this.messageLength + length > this.maxPayload) return this.fail(1009, `message longer than ${this.maxPayload} bytes`);
-    if (masked) for (let i = 0; i < 4; i++) this.key[i] = this.byteAt(at + i);
+    if (masked) this.key = ((this.byteAt(at) << 24) >>> 0) + (this.byteAt(at + 1) << 16) + (this.byteAt(at + 2) << 8) + this.byteAt(at + 3);
     this.skip(size);
     this.opcode = opcode;
     this.fin = fin;
@@ -351,9 +355,10 @@ export class WsFrameReader {
   /** Takes the frame's payload bytes that are there; true once the frame is complete and handled. */
   private readPayload(): boolean {
     const control = this.opcode >= 8;
+    if (this.masked) KEY.writeUInt32BE(this.key, 0);
     while (this.remaining > 0 && this.available > 0) {
       const piece = this.take(this.remaining);
-      if (this.masked) maskInto(piece, rotatedKey(this.key, this.frameAt & 3, this.shiftedKey), piece, 0, piece.byteLength);
+      if (this.masked) maskInto(piece, rotatedKey(KEY, this.frameAt & 3, SHIFTED_KEY), piece, 0, piece.byteLength);
       this.remaining -= piece.byteLength;
       this.frameAt += piece.byteLength;
       if (control) this.control.push(piece);
