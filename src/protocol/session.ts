@@ -12,15 +12,15 @@
  */
 import { EventEmitter } from 'node:events';
 import { CLOSE_CODE_BASE, CLOSE_NORMAL, TunnelError, codeFromCloseCode, codeFromWire, wireOf, type TunnelErrorCode } from './errors.js';
-import { FairWriter } from './fair-writer.js';
+import { FairWriter, type WriterHost } from './fair-writer.js';
 import { FrameKind, RAW_DATA_HEADER_SIZE, RAW_DATA_MARKER, decodeFrame, decodeFrameV2, encodeFrame, type Frame, type Head } from './frames.js';
 import { BufferBudget } from './flow.js';
-import { Keepalive } from './keepalive.js';
+import { Keepalive, type KeepaliveHost } from './keepalive.js';
 import { DEFAULT_LIMITS, DEFAULT_TUNING, checkLimits, type SessionLimits, type SessionTuning } from './limits.js';
 import { nextSessionState, type SessionState } from './session-states.js';
-import { StreamTable } from './stream-table.js';
+import { StreamTable, type StreamTableHost } from './stream-table.js';
 import type { TunnelStream } from './stream.js';
-import type { MessageTransport } from './transport.js';
+import type { MessageTransport, TransportHandlers } from './transport.js';
 
 export type { SessionState } from './session-states.js';
 
@@ -80,6 +80,61 @@ export interface SessionEvents {
 }
 
 export class Session extends EventEmitter<SessionEvents> {
+  /**
+   * The session's side of its parts: the transport's handlers, the writer's, keepalive's and the
+   * stream table's host, as one object whose methods sit on one prototype. As closures (one per
+   * callback, 15 in all) they cost each session about a kilobyte more, and kas holds a session per
+   * agent. Defined in the class body, so it may call the session's private members.
+   */
+  private static readonly Links = class SessionLinks implements TransportHandlers, WriterHost, KeepaliveHost, StreamTableHost {
+    constructor(private readonly session: Session) {}
+    // The transport's.
+    message(data: Uint8Array): void {
+      this.session.onMessage(data);
+    }
+    messageParts(pieces: readonly Uint8Array[], length: number): void {
+      this.session.onMessageParts(pieces, length);
+    }
+    drain(): void {
+      this.session.writer.pump();
+    }
+    closed(code: number, reason: string): void {
+      this.session.onTransportClosed(code, reason);
+    }
+    // The writer's and keepalive's.
+    fail(err: TunnelError): void {
+      this.session.fail(err);
+    }
+    sendControl(frame: Uint8Array): void {
+      this.session.writer.sendControl(frame);
+    }
+    rtt(sampleMs: number): void {
+      this.session.emit('rtt', sampleMs);
+    }
+    // The stream table's.
+    state(): SessionState {
+      return this.session.stateValue;
+    }
+    goawaySent(): boolean {
+      return this.session.goawaySent;
+    }
+    peerLimits(): Readonly<SessionLimits> | null {
+      return this.session.peerLimits;
+    }
+    baseRttMs(): number | null {
+      return this.session.keepalive.baseRttMs;
+    }
+    hasStreamListener(): boolean {
+      return this.session.listenerCount('stream') > 0;
+    }
+    deliverStream(stream: TunnelStream): void {
+      this.session.emit('stream', stream);
+    }
+    streamRetired(): void {
+      this.session.closeIfDrainedSoon();
+    }
+  };
+
   readonly role: SessionRole;
   readonly limits: Readonly<SessionLimits>;
   readonly tuning: Readonly<SessionTuning>;
@@ -124,12 +179,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.transport = transport;
     const now = options.now ?? (() => performance.now());
     this.budget = new BufferBudget(this.tuning.maxSessionBuffer, options.processBudget ?? null);
-    this.writer = new FairWriter(transport, this.tuning, { fail: (err) => this.fail(err) });
-    this.keepalive = new Keepalive(this.tuning.pingIntervalMs, now, {
-      sendControl: (frame) => this.writer.sendControl(frame),
-      fail: (err) => this.fail(err),
-      rtt: (ms) => this.emit('rtt', ms),
-    });
+    // One object answers every part's calls back into the session (see SessionLinks).
+    const links = new Session.Links(this);
+    this.writer = new FairWriter(transport, this.tuning, links);
+    this.keepalive = new Keepalive(this.tuning.pingIntervalMs, now, links);
     // The table reads the session's state through this view; only the session moves it.
     this.table = new StreamTable({
       clientSide: options.role === 'client',
@@ -138,15 +191,7 @@ export class Session extends EventEmitter<SessionEvents> {
       budget: this.budget,
       writer: this.writer,
       now,
-      host: {
-        state: () => this.stateValue,
-        goawaySent: () => this.goawaySent,
-        peerLimits: () => this.peerLimits,
-        baseRttMs: () => this.keepalive.baseRttMs,
-        hasStreamListener: () => this.listenerCount('stream') > 0,
-        deliverStream: (stream) => this.emit('stream', stream),
-        streamRetired: () => this.closeIfDrainedSoon(),
-      },
+      host: links,
     });
     this.ready = new Promise<Head>((resolve, reject) => {
       this.resolveReady = resolve;
@@ -157,12 +202,7 @@ export class Session extends EventEmitter<SessionEvents> {
     });
     this.handshakeTimer = setTimeout(() => this.fail(new TunnelError('HANDSHAKE_TIMEOUT', `no handshake within ${this.tuning.handshakeTimeoutMs} ms`)), this.tuning.handshakeTimeoutMs);
     this.handshakeTimer.unref?.();
-    transport.start({
-      message: (data) => this.onMessage(data),
-      messageParts: (pieces, length) => this.onMessageParts(pieces, length),
-      drain: () => this.writer.pump(),
-      closed: (code, reason) => this.onTransportClosed(code, reason),
-    });
+    transport.start(links);
     if (this.role === 'client') {
       // `v` stays the base version (a kas that knows only version 1 checks it); `vmax` offers more.
       const body: Head = { ...options.hello, v: PROTOCOL_VERSION, limits: { ...this.limits } };
