@@ -67,6 +67,9 @@ function rotatedKey(key: Uint8Array, shift: number, out: Uint8Array): Uint8Array
   return out;
 }
 
+/** How long a closing WebSocket may wait for the peer's close frame before its socket is destroyed (both transports). */
+export const CLOSE_LINGER_MS = 5000;
+
 export const Opcode = { CONTINUATION: 0, TEXT: 1, BINARY: 2, CLOSE: 8, PING: 9, PONG: 10 } as const;
 
 /**

@@ -15,10 +15,7 @@ import type { Socket } from 'node:net';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
 import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
 import { DrainSignal } from './drain-signal.js';
-import { Opcode, WsFrameReader, WsFrameWriter } from './ws-framing.js';
-
-/** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
-export const CLOSE_LINGER_MS = 5000;
+import { CLOSE_LINGER_MS, Opcode, WsFrameReader, WsFrameWriter } from './ws-framing.js';
 
 /** RFC 6455: the peer ended without a close frame. */
 const CLOSE_ABNORMAL = 1006;

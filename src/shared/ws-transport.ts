@@ -9,10 +9,7 @@ import type { RawData, WebSocket } from 'ws';
 import { CLOSE_CODE_BASE, TUNNEL_ERROR_CODES } from '../protocol/errors.js';
 import type { MessageTransport, TransportHandlers } from '../protocol/transport.js';
 import { DrainSignal } from './drain-signal.js';
-import { WsFrameWriter } from './ws-framing.js';
-
-/** How long a closing WebSocket may wait for the peer's close frame before the socket is destroyed. */
-const CLOSE_LINGER_MS = 5000;
+import { CLOSE_LINGER_MS, WsFrameWriter } from './ws-framing.js';
 
 export interface WsTransportOptions {
   /** Queued bytes above which the transport reports backpressure. */
