@@ -75,6 +75,72 @@ export function encodeFrame(frame: Frame): Uint8Array {
   }
 }
 
+/** A head in msgpack, packed once: measured by the stream table, then framed by encodeHeadFrame. */
+export function packHead(head: Head): Uint8Array {
+  return packr.pack(head);
+}
+
+/**
+ * Bytes an OPEN or REPLY frame adds to its packed head when its id is 1 and it carries no data
+ * (array marker, kind, id, nil, false): what a head is measured as against the header limits.
+ */
+export const HEAD_FRAME_BASE = 5;
+
+/** Writes a msgpack unsigned integer (up to 2^32-1) at `at`; returns the offset after it. */
+function writeUint(buf: Buffer, at: number, v: number): number {
+  if (v < 0x80) {
+    buf[at] = v;
+    return at + 1;
+  }
+  if (v < 0x100) {
+    buf[at] = 0xcc;
+    buf[at + 1] = v;
+    return at + 2;
+  }
+  if (v < 0x10000) {
+    buf[at] = 0xcd;
+    buf.writeUInt16BE(v, at + 1);
+    return at + 3;
+  }
+  buf[at] = 0xce;
+  buf.writeUInt32BE(v, at + 1);
+  return at + 5;
+}
+
+/**
+ * An OPEN or REPLY frame around a head packed by packHead: the same bytes encodeFrame makes of the
+ * frame, without packing the head a second time.
+ */
+export function encodeHeadFrame(kind: typeof FrameKind.OPEN | typeof FrameKind.REPLY, id: number, packedHead: Uint8Array, data: Uint8Array | null, fin: boolean): Buffer {
+  const n = data === null ? 0 : data.byteLength;
+  const binHeader = data === null ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const buf = Buffer.allocUnsafe(2 + 5 + packedHead.byteLength + binHeader + n + 1);
+  buf[0] = 0x95;
+  buf[1] = kind;
+  let at = writeUint(buf, 2, id);
+  buf.set(packedHead, at);
+  at += packedHead.byteLength;
+  if (data === null) {
+    buf[at++] = 0xc0;
+  } else {
+    if (n < 0x100) {
+      buf[at] = 0xc4;
+      buf[at + 1] = n;
+    } else if (n < 0x10000) {
+      buf[at] = 0xc5;
+      buf.writeUInt16BE(n, at + 1);
+    } else {
+      buf[at] = 0xc6;
+      buf.writeUInt32BE(n, at + 1);
+    }
+    at += binHeader;
+    buf.set(data, at);
+    at += n;
+  }
+  buf[at++] = fin ? 0xc3 : 0xc2;
+  return buf.subarray(0, at);
+}
+
 function malformed(what: string): TunnelError {
   return new TunnelError('MALFORMED_FRAME', `malformed frame: ${what}`);
 }

@@ -11,7 +11,7 @@
  */
 import { TunnelError, type TunnelErrorCode } from './errors.js';
 import { SplitFrame, type FrameSource, type OutFrame, type WriteCallback } from './fair-writer.js';
-import { FrameKind, encodeFrame, encodeRawDataHeader, type Head } from './frames.js';
+import { FrameKind, HEAD_FRAME_BASE, encodeFrame, encodeHeadFrame, encodeRawDataHeader, type Head } from './frames.js';
 import { ReceiveWindow } from './flow.js';
 import { FRAME_OVERHEAD } from './limits.js';
 import { RECV_MACHINE, RecvEvent, RecvState, SEND_MACHINE, SendEvent, SendState, advance } from './stream-states.js';
@@ -46,9 +46,8 @@ export class StreamEntry implements StreamCore, FrameSource {
   inRing = false;
   /** Payload bytes this side may still send (the peer's grant). */
   sendCredit = 0;
-  /** The head waiting to be framed (OPEN or REPLY). */
-  outHead: Head | null = null;
-  outHeadSize = 0;
+  /** The head waiting to be framed (OPEN or REPLY), packed. */
+  outHead: Uint8Array | null = null;
   out: OutChunk[] = [];
   outBytes = 0;
   /** The user ended this side's direction; END goes out after the queued bytes. */
@@ -255,11 +254,10 @@ export class StreamEntry implements StreamCore, FrameSource {
     this.setHead(head, this.table.checkHead(head, 'reply'));
   }
 
-  /** Queues this side's head (OPEN or REPLY), already measured. */
-  setHead(head: Head, size: number): void {
+  /** Queues this side's head (OPEN or REPLY), packed and measured by the table's checkHead. */
+  setHead(head: Head, packed: Uint8Array): void {
     this.stream.ownHead = head;
-    this.outHead = head;
-    this.outHeadSize = size;
+    this.outHead = packed;
   }
 
   queueOut(buf: Buffer, done: WriteCallback | null): void {
@@ -281,12 +279,12 @@ export class StreamEntry implements StreamCore, FrameSource {
     if (this.outHead !== null) {
       const head = this.outHead;
       this.outHead = null;
-      const room = Math.min(chunkLimit, maxFrameSize - this.outHeadSize - FRAME_OVERHEAD);
+      const room = Math.min(chunkLimit, maxFrameSize - head.byteLength - HEAD_FRAME_BASE - FRAME_OVERHEAD);
       const data = room > 0 ? this.takeOut(Math.min(room, this.sendCredit)) : null;
       const fin = this.finQueued && this.outBytes === 0;
       this.send = advance(SEND_MACHINE, this.send, fin ? SendEvent.HeadEnd : SendEvent.Head, this.id);
       if (fin) this.ended();
-      return encodeFrame({ kind: this.local ? FrameKind.OPEN : FrameKind.REPLY, id: this.id, head, data, fin });
+      return encodeHeadFrame(this.local ? FrameKind.OPEN : FrameKind.REPLY, this.id, head, data, fin);
     }
     if (this.outBytes > 0) {
       // Version 2: the payload goes out as is, in the pieces it was written in, behind a small

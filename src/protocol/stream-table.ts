@@ -10,7 +10,7 @@
  */
 import { TunnelError, codeFromWire, wireOf, type TunnelErrorCode } from './errors.js';
 import type { FairWriter } from './fair-writer.js';
-import { FrameKind, encodeFrame, type Head } from './frames.js';
+import { FrameKind, HEAD_FRAME_BASE, encodeFrame, packHead, type Head } from './frames.js';
 import type { BufferBudget } from './flow.js';
 import { HEAD_ENVELOPE_SLACK, type SessionLimits, type SessionTuning } from './limits.js';
 import type { SessionState } from './session-states.js';
@@ -102,11 +102,11 @@ export class StreamTable {
       throw new TunnelError('STREAM_LIMIT', `too many streams waiting to open (${this.pendingOpens.length})`);
     }
     if (this.nextLocalId > 0x7fffffff) throw new TunnelError('STREAM_REFUSED', 'stream ids exhausted; open the stream on a new session');
-    const headSize = this.checkHead(head, 'stream');
+    const packed = this.checkHead(head, 'stream');
     const id = this.nextLocalId;
     this.nextLocalId += 2;
     const entry = new StreamEntry(this, id, true, null);
-    entry.setHead(head, headSize);
+    entry.setHead(head, packed);
     if (options?.data && options.data.byteLength > 0) entry.queueOut(Buffer.from(options.data.buffer, options.data.byteOffset, options.data.byteLength), null);
     if (options?.end) entry.finQueued = true;
     if (ready) {
@@ -119,12 +119,16 @@ export class StreamTable {
     return entry.stream;
   }
 
-  /** Measures a head as a sender does (an OPEN with id 1 and no data) and refuses one over either side's limit. */
-  checkHead(head: Head, what: string): number {
-    const size = encodeFrame({ kind: FrameKind.OPEN, id: 1, head, data: null, fin: false }).byteLength;
+  /**
+   * Packs a head and measures it as a sender does (an OPEN with id 1 and no data), refusing one over
+   * either side's limit. The packed head is what the stream's OPEN or REPLY frame carries.
+   */
+  checkHead(head: Head, what: string): Uint8Array {
+    const packed = packHead(head);
+    const size = packed.byteLength + HEAD_FRAME_BASE;
     const max = Math.min(this.limits.maxHeaderSize, this.host.peerLimits()?.maxHeaderSize ?? Infinity);
     if (size > max) throw new TunnelError('HEADER_TOO_LARGE', `${what} head is ${size} bytes, the limit is ${max}`);
-    return size;
+    return packed;
   }
 
   /** Opens queued streams while the session is open and the peer's limit allows. */
