@@ -194,7 +194,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
   private async dispatch(method: string, path: string, headers: readonly HeaderPair[], body: Buffer | null): Promise<void> {
     let target;
     try {
-      target = await this.client.prepare(path, flatten(headers));
+      // Usually at hand: only a credential to re-read makes this request wait.
+      const flat = flatten(headers);
+      target = this.client.prepareNow(path, flat) ?? (await this.client.prepare(path, flat));
     } catch (err) {
       return this.refuse(502, `cannot prepare the request to the Kubernetes API server: ${(err as Error).message}`, 'upstream_unavailable');
     }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createLogger } from '../../shared/logger.js';
 import { AgentConfigError } from '../config-error.js';
-import { ApiServerCredentials, loadApiServerConfig } from './api-server.js';
+import { ApiServerClient, ApiServerCredentials, loadApiServerConfig } from './api-server.js';
 
 const logger = createLogger({ name: 'test', level: 'silent' });
 let dir: string;
@@ -192,5 +192,52 @@ describe('ApiServerCredentials with a token file (the projected service account 
     const creds = new ApiServerCredentials({ kind: 'token-file', path }, { logger });
     const all = await Promise.all([creds.authorization(), creds.authorization(), creds.authorization()]);
     expect(all).toEqual(['Bearer shared', 'Bearer shared', 'Bearer shared']);
+  });
+});
+
+describe('credentials at hand without waiting (the request path takes them first)', () => {
+  test('fixed credentials and none are always at hand, as authorization() gives them', async () => {
+    const cases = [
+      new ApiServerCredentials({ kind: 'none' }, { logger }),
+      new ApiServerCredentials({ kind: 'token', token: 't0k' }, { logger }),
+      new ApiServerCredentials({ kind: 'basic', username: 'u', password: 'p:w' }, { logger }),
+    ];
+    expect(cases.map((c) => c.current())).toEqual([null, 'Bearer t0k', `Basic ${Buffer.from('u:p:w').toString('base64')}`]);
+    for (const c of cases) expect(await c.authorization()).toBe(c.current());
+  });
+
+  test('a token file is at hand only between reads: never read, or older than refreshMs, means wait for authorization()', async () => {
+    const path = join(dir, 'token');
+    writeFileSync(path, 'first\n');
+    let now = 1_000_000;
+    const creds = new ApiServerCredentials({ kind: 'token-file', path }, { refreshMs: 60_000, logger, now: () => now });
+    expect(creds.current()).toBeUndefined();
+    expect(await creds.authorization()).toBe('Bearer first');
+    expect(creds.current()).toBe('Bearer first');
+    writeFileSync(path, 'second\n');
+    now += 60_000;
+    expect(creds.current()).toBeUndefined();
+    expect(await creds.authorization()).toBe('Bearer second');
+    expect(creds.current()).toBe('Bearer second');
+  });
+
+  test('the client prepares a request at once when it can, else after the read, with the same result', async () => {
+    const path = join(dir, 'token');
+    writeFileSync(path, 'from-file');
+    const client = new ApiServerClient(
+      { url: new URL('http://127.0.0.1:1/base/'), tls: { rejectUnauthorized: true }, auth: { kind: 'token-file', path }, source: 'test' },
+      { logger, tokenRefreshMs: 60_000 },
+    );
+    try {
+      expect(client.prepareNow('/api', ['Accept', 'application/json'])).toBeNull();
+      const waited = await client.prepare('/api', ['Accept', 'application/json']);
+      expect(waited).toEqual({ path: '/base/api', headers: ['Host', '127.0.0.1:1', 'Accept', 'application/json', 'Authorization', 'Bearer from-file'] });
+      expect(client.prepareNow('/api', ['Accept', 'application/json'])).toEqual(waited);
+      // A path that is not origin-form is refused either way, before any credential is looked at.
+      expect(() => client.prepareNow('//evil/api', [])).toThrow('not origin-form');
+      await expect(client.prepare('//evil/api', [])).rejects.toThrow('not origin-form');
+    } finally {
+      client.close();
+    }
   });
 });

@@ -149,6 +149,8 @@ export class ApiServerCredentials {
   private readonly logger: Logger;
   private readonly now: () => number;
   private cached: { value: string | null; readAt: number } | null = null;
+  /** The header of a fixed credential (token, basic), made once. */
+  private fixed: string | null = null;
   private reading: Promise<string | null> | null = null;
 
   constructor(auth: ApiServerAuth, options: { refreshMs?: number; logger: Logger; now?: () => number }) {
@@ -163,11 +165,9 @@ export class ApiServerCredentials {
     const auth = this.auth;
     switch (auth.kind) {
       case 'none':
-        return null;
       case 'token':
-        return `Bearer ${auth.token}`;
       case 'basic':
-        return `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`;
+        return this.current() ?? null;
       case 'token-file':
         return this.tokenFromFile(auth.path);
       case 'kubeconfig': {
@@ -176,6 +176,28 @@ export class ApiServerCredentials {
         const value = (opts.headers as Record<string, unknown>).Authorization;
         return typeof value === 'string' ? value : null;
       }
+    }
+  }
+
+  /**
+   * The header value when it is at hand without waiting: a fixed credential, or a token file read
+   * less than the refresh interval ago (null: no credentials). undefined when `authorization()`
+   * must be awaited (a file to re-read, a kubeconfig mechanism). Requests take this path first, so
+   * the usual one costs no wait.
+   */
+  current(): string | null | undefined {
+    const auth = this.auth;
+    switch (auth.kind) {
+      case 'none':
+        return null;
+      case 'token':
+        return (this.fixed ??= `Bearer ${auth.token}`);
+      case 'basic':
+        return (this.fixed ??= `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`);
+      case 'token-file':
+        return this.cached && this.now() - this.cached.readAt < this.refreshMs ? this.cached.value : undefined;
+      case 'kubeconfig':
+        return undefined;
     }
   }
 
@@ -195,6 +217,12 @@ export class ApiServerCredentials {
     })();
     return this.reading;
   }
+}
+
+/** A request's path on the API server and its flat header list, credentials included. */
+export interface PreparedRequest {
+  path: string;
+  headers: string[];
 }
 
 /**
@@ -272,10 +300,22 @@ export class ApiServerClient {
    * The path and flat header list of a request to `path` (origin-form: refused otherwise): the base
    * path in front, Host, `headers`, and the agent's own Authorization.
    */
-  async prepare(path: string, headers: readonly string[]): Promise<{ path: string; headers: string[] }> {
+  async prepare(path: string, headers: readonly string[]): Promise<PreparedRequest> {
+    return this.prepareNow(path, headers) ?? this.withAuthorization(path, headers, await this.credentials.authorization());
+  }
+
+  /**
+   * What `prepare()` gives, without waiting, when the agent's credential is at hand (it usually is:
+   * see ApiServerCredentials.current); null when `prepare()` must be awaited. Throws as it does.
+   */
+  prepareNow(path: string, headers: readonly string[]): PreparedRequest | null {
     if (!path.startsWith('/') || path.startsWith('//')) throw new Error(`refusing a request path that is not origin-form: ${JSON.stringify(path)}`);
+    const authorization = this.credentials.current();
+    return authorization === undefined ? null : this.withAuthorization(path, headers, authorization);
+  }
+
+  private withAuthorization(path: string, headers: readonly string[], authorization: string | null): PreparedRequest {
     const flat = ['Host', this.url.host, ...headers];
-    const authorization = await this.credentials.authorization();
     if (authorization) flat.push('Authorization', authorization);
     return { path: this.basePath + path, headers: flat };
   }
