@@ -53,7 +53,8 @@ async function main(): Promise<void> {
     server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new Session(new WsTransport(ws, { socket: socket as Socket }), { role: 'server' })))),
   );
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const child = fork(fileURLToPath(import.meta.url), ['--answer', String((server.address() as AddressInfo).port)]);
+  // The answerer runs with this process's Node options (--cpu-prof profiles both ends).
+  const child = fork(fileURLToPath(import.meta.url), ['--answer', String((server.address() as AddressInfo).port)], { execArgv: process.execArgv });
   const childCpu = () => new Promise<number>((r) => (child.once('message', (u) => r(cpuMs(u as NodeJS.CpuUsage))), child.send('cpu')));
   try {
     const session = await accepted;
