@@ -7,7 +7,7 @@
  * write system calls per request (or per 100 MB) of each process, from /proc/PID/io.
  *
  *   node dist/bench/ab.js --variant base=.base/dist,.base/dist --variant new=dist,dist [--rounds 3]
- *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin] [--keep]
+ *       [--seconds 3] [--bulk-mib 256] [--tls] [--only rps-32,rps-1,bulk] [--pin | --pin-all] [--keep]
  *
  * --keep: the processes' logs stay in the printed directory. --node-arg X (repeatable): a node option
  * for kas and agentk, e.g. --node-arg --trace-gc. --variant-node-arg NAME=X (repeatable): a node
@@ -18,6 +18,10 @@
  * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
  * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the
  * unpinned figures are bimodal (kas and agentk on one core half the time): report both.
+ * --pin-all: as --pin, and the client (curl, wrk) on CPU 0 and the upstream on CPU 1 too. With
+ * --pin alone, where the scheduler puts the client and the upstream still decides agentk's CPU per
+ * byte (about 130 or about 270 ms per 100 MB in bulk, from one round to the next); with every
+ * process placed, rounds of one build agree, so a change of the data path can be measured.
  *
  * A variant is NAME=KAS_DIST,AGENTK_DIST (compiled trees; a kas of one build with an agentk of
  * another measures mixed versions too). Copy a build aside with `cp -r dist .base/dist` before
@@ -86,7 +90,8 @@ async function main(): Promise<void> {
   const seconds = Number(optionValues(argv, '--seconds')[0] ?? 3);
   const bulkBytes = Number(optionValues(argv, '--bulk-mib')[0] ?? 256) * 1024 * 1024;
   const tls = argv.includes('--tls');
-  const pinned = argv.includes('--pin');
+  const pinAll = argv.includes('--pin-all');
+  const pinned = pinAll || argv.includes('--pin');
   const keep = argv.includes('--keep');
   const nodeArgs = optionValues(argv, '--node-arg');
   const only = new Set((optionValues(argv, '--only')[0] ?? 'rps-32,rps-1,bulk').split(','));
@@ -112,6 +117,11 @@ async function main(): Promise<void> {
     }
     const names = [...paths.keys()];
     if (pinned) for (const p of paths.values()) pin(p.members());
+    if (pinAll) {
+      // The client (curl and wrk inherit this process's CPU) beside kas and relay1, the upstream
+      // beside agentk and relay2: every path's processes share the cores the same way in every round.
+      pin([{ role: 'client', pid: process.pid }, { role: 'upstream', pid: upstream.proc.pid }]);
+    }
     // figure -> path -> role -> per-round values
     const cpu: Record<string, Record<string, Record<string, number[]>>> = {};
     const speed: Record<string, Record<string, number[]>> = {};
