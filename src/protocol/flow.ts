@@ -72,6 +72,11 @@ export class ReceiveWindow {
     return true;
   }
 
+  /** Whether `consumed(n, ...)` would look at the RTT: the call returns credit and the window may still grow. */
+  mayGrowOn(n: number, mayGrow: boolean): boolean {
+    return mayGrow && this.size < this.maxWindow && this.unacked + n >= this.size / 2;
+  }
+
   /**
    * Accounts bytes the consumer took. Returns the increment to send in a WINDOW frame, or 0 when it
    * is not yet worth a frame (less than half a window consumed). The window doubles when half of it

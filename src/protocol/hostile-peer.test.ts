@@ -346,6 +346,25 @@ describe('keepalive', () => {
     expect(h.session.streamCount).toBe(0);
   });
 
+  test.each<SessionRole>(['server', 'client'])('a %s session probes the RTT once, when a stream first consumes half a window, and never for small exchanges', async (role) => {
+    const h = await connected(role, { limits: { initialWindow: 256 * 1024 } });
+    const pings = () => h.peer.frames.filter((f) => f.kind === FrameKind.PING).length;
+    await h.peer.frame((f) => f.kind === FrameKind.PING, 'the first ping');
+    await h.peer.roundTrip();
+    const { id, stream } = await openStreamWithPeer(h);
+    stream.resume();
+    h.peer.send(peerData(id, new Uint8Array(1024)));
+    await h.peer.roundTrip();
+    expect(pings()).toBe(1);
+    // Half the window consumed: growth asks for the RTT, and the first sample alone is not trusted.
+    for (let i = 0; i < 2; i++) h.peer.send(peerData(id, new Uint8Array(64 * 1024)));
+    await h.peer.until(() => pings() === 2, 'an RTT probe');
+    await h.peer.roundTrip();
+    for (let i = 0; i < 6; i++) h.peer.send(peerData(id, new Uint8Array(64 * 1024)));
+    await h.peer.roundTrip();
+    expect(pings()).toBe(2);
+  });
+
   test('a peer that answers every ping is never declared dead (timers advanced by hand)', async () => {
     jest.useFakeTimers({ doNotFake: ['setImmediate', 'queueMicrotask', 'nextTick'] });
     try {

@@ -1,11 +1,12 @@
 /**
- * Keepalive on its own, with a fake clock: when PINGs go out (the first, the RTT probes, the
- * interval), what the base RTT is made of, and when an unanswered PING closes the session.
+ * Keepalive on its own, with a fake clock: when PINGs go out (the first, the interval, the one RTT
+ * probe window growth asks for), what the base RTT is made of, and when an unanswered PING closes
+ * the session.
  */
 import { jest } from '@jest/globals';
 import type { TunnelError } from './errors.js';
 import { decodeFrame, FrameKind } from './frames.js';
-import { Keepalive, RTT_PROBE_DELAYS_MS } from './keepalive.js';
+import { Keepalive } from './keepalive.js';
 
 interface Harness {
   keepalive: Keepalive;
@@ -47,48 +48,50 @@ afterEach(() => {
   jest.useRealTimers();
 });
 
-test('after the first PING, RTT probes go out at the probe delays, then PINGs every interval', () => {
+test('an idle session pings when it opens and then every interval, nothing more', () => {
   const h = harness(20_000, 1);
   h.keepalive.start();
   jest.advanceTimersByTime(45_000);
-  expect(h.pings.map((p) => p.at - T0)).toEqual([0, ...RTT_PROBE_DELAYS_MS, 20_000, 40_000]);
-  expect(h.samples).toEqual(Array.from({ length: 7 }, () => 1));
+  expect(h.pings.map((p) => p.at - T0)).toEqual([0, 20_000, 40_000]);
+  expect(h.samples).toEqual([1, 1, 1]);
   expect(h.failures).toEqual([]);
   h.keepalive.stop();
 });
 
-test('the base RTT is the least of the recent samples: a slow first sample (a busy start) gives way to a probe', () => {
+test('window growth gets no RTT from the first sample alone: its first ask sends one probe, and the answer is the least sample', () => {
   const h = harness(20_000);
   h.keepalive.start();
+  // No sample yet (the first PING is in flight): no RTT, and no probe beside it.
+  expect(h.keepalive.rttForGrowth()).toBeNull();
+  expect(h.pings).toHaveLength(1);
+  // The first sample, taken while the session was being set up, is slow.
   jest.advanceTimersByTime(12);
   h.keepalive.onPong(h.pings[0]!.nonce);
   expect(h.keepalive.baseRttMs).toBe(12);
-  jest.advanceTimersByTime(250 - 12);
+  expect(h.keepalive.rttForGrowth()).toBeNull();
+  expect(h.keepalive.rttForGrowth()).toBeNull();
+  expect(h.pings).toHaveLength(2); // one probe, however often growth asks
+  jest.advanceTimersByTime(1);
+  h.keepalive.onPong(h.pings[1]!.nonce);
+  expect(h.keepalive.rttForGrowth()).toBe(1);
+  expect(h.samples).toEqual([12, 1]);
+  // From now on growth asks without probing.
+  expect(h.keepalive.rttForGrowth()).toBe(1);
   expect(h.pings).toHaveLength(2);
-  h.keepalive.onPong(h.pings[1]!.nonce);
-  expect(h.keepalive.baseRttMs).toBe(0);
-  expect(h.samples).toEqual([12, 0]);
   h.keepalive.stop();
 });
 
-test('a probe is skipped while a PING is in flight, and none is sent at or after the first tick', () => {
-  const h = harness(1000);
+test('a stopped session sends no probe', () => {
+  const h = harness(20_000);
   h.keepalive.start();
-  // The first PING is still unanswered at 250 ms: no probe then.
-  jest.advanceTimersByTime(300);
-  expect(h.pings).toHaveLength(1);
   h.keepalive.onPong(h.pings[0]!.nonce);
-  // The next probe would be at 1000 ms, the first tick: only the tick's PING goes out.
-  jest.advanceTimersByTime(700);
-  expect(h.pings.map((p) => p.at - T0)).toEqual([0, 1000]);
-  h.keepalive.onPong(h.pings[1]!.nonce);
-  jest.advanceTimersByTime(1000);
-  expect(h.pings.map((p) => p.at - T0)).toEqual([0, 1000, 2000]);
-  expect(h.failures).toEqual([]);
   h.keepalive.stop();
+  expect(h.keepalive.rttForGrowth()).toBeNull();
+  expect(h.pings).toHaveLength(1);
+  expect(jest.getTimerCount()).toBe(0);
 });
 
-test('an unanswered PING fails at the next tick; an unanswered probe at the tick after', () => {
+test('an unanswered PING fails at the next tick; an unanswered probe at the tick after, and a tick sends nothing while it is in flight', () => {
   const plain = harness(1000);
   plain.keepalive.start();
   jest.advanceTimersByTime(1000);
@@ -96,26 +99,18 @@ test('an unanswered PING fails at the next tick; an unanswered probe at the tick
   plain.keepalive.stop();
 
   const probed = harness(1000);
+  const t1 = Date.now();
   probed.keepalive.start();
   jest.advanceTimersByTime(1);
   probed.keepalive.onPong(probed.pings[0]!.nonce);
-  jest.advanceTimersByTime(249);
-  expect(probed.pings).toHaveLength(2); // the 250 ms probe, never answered
-  jest.advanceTimersByTime(750);
+  jest.advanceTimersByTime(899);
+  probed.keepalive.rttForGrowth(); // the probe, at 900 ms, never answered
+  expect(probed.pings.map((p) => p.at - t1)).toEqual([0, 900]);
+  jest.advanceTimersByTime(100);
   // The first tick: the probe is in flight and not yet due; nothing is sent and nothing fails.
   expect(probed.failures).toEqual([]);
   expect(probed.pings).toHaveLength(2);
   jest.advanceTimersByTime(1000);
   expect(probed.failures.map((e) => e.code)).toEqual(['KEEPALIVE_TIMEOUT']);
   probed.keepalive.stop();
-});
-
-test('stop() ends the probes too: no timer is left', () => {
-  const h = harness(20_000);
-  h.keepalive.start();
-  h.keepalive.onPong(h.pings[0]!.nonce);
-  h.keepalive.stop();
-  jest.advanceTimersByTime(60_000);
-  expect(h.pings).toHaveLength(1);
-  expect(jest.getTimerCount()).toBe(0);
 });

@@ -1,24 +1,16 @@
 /**
  * Keepalive and round-trip time (docs/protocol.md, "Keepalive"): a PING as soon as the session is
- * open, a few RTT probes soon after, and then every interval; a PING still unanswered when it is
- * judged (the next tick; a probe's, the tick after) means the connection is dead. Each PONG gives a round-trip sample, smoothed for the programs and kept for the base RTT that
- * window growth uses. Answering the peer's PINGs is the writer's job (`FairWriter.answerPing`).
+ * open and then every interval, plus one RTT probe when window growth first asks for the RTT; a
+ * PING still unanswered when it is judged (the next tick; a probe's, the tick after) means the
+ * connection is dead. Each PONG gives a round-trip sample, smoothed for the programs and kept for
+ * the base RTT that window growth uses. Answering the peer's PINGs is the writer's job
+ * (`FairWriter.answerPing`).
  */
 import { TunnelError } from './errors.js';
 import { FrameKind, encodeFrame } from './frames.js';
 
 /** How many recent ping samples the base round-trip time is the least of. */
 const RTT_SAMPLES = 8;
-
-/**
- * Extra PINGs after the session opens, ms after the first: RTT probes. The first sample is taken
- * while both programs are busy starting the session (a cold JIT, a TLS handshake, registration);
- * on loopback it read 12 ms against a path of 0.1 ms, and with one ping every 20 s it stayed the
- * base RTT for as long, so how far windows grew depended on the session's age. A few probes soon
- * after the start give window growth a sample of the path itself. Probes not earlier than the
- * first interval tick are not sent.
- */
-export const RTT_PROBE_DELAYS_MS: readonly number[] = [250, 1000, 3000, 8000];
 
 /** What keepalive needs from its session. */
 export interface KeepaliveHost {
@@ -39,10 +31,6 @@ export class Keepalive {
   private nonce = 0;
   private ticks = 0;
   private timer: NodeJS.Timeout | null = null;
-  /** The next RTT probe (one timer at a time), and how many probe times have passed. */
-  private probeTimer: NodeJS.Timeout | null = null;
-  private probes = 0;
-  private startedAt = 0;
   private readonly intervalMs: number;
   private readonly now: () => number;
   private readonly host: KeepaliveHost;
@@ -68,13 +56,26 @@ export class Keepalive {
   }
 
   /**
-   * The session is open: ping now, probe the RTT a few times soon after (RTT_PROBE_DELAYS_MS), then
-   * ping every interval. A PING is judged at the next interval tick, a probe (sent between ticks)
-   * at the one after: unanswered by then, the peer is dead. A tick that finds a probe still in
-   * flight and not yet due sends nothing.
+   * The base RTT for window growth, or null while there is none to trust. The first sample is taken
+   * while both programs are busy setting the session up (a cold JIT, a TLS handshake,
+   * registration): on loopback it read 12 ms against a path of 0.1 ms, and as the only sample until
+   * the next ping, 20 s on, it let windows grow to 16 MiB in a tenth of a second of bulk, and a
+   * stalled reader's window with them. So the first time growth asks, a probe PING goes out at once
+   * and windows wait for its answer (a millisecond on a fast path); sessions that never carry bulk
+   * never probe.
+   */
+  rttForGrowth(): number | null {
+    if (this.samples.length >= 2) return this.baseMs;
+    if (this.samples.length === 1 && this.outstanding === null && this.timer !== null) this.sendPing(2);
+    return null;
+  }
+
+  /**
+   * The session is open: ping now and then every interval. A PING is judged at the next interval
+   * tick, a probe (sent between ticks) at the one after: unanswered by then, the peer is dead. A
+   * tick that finds a probe still in flight and not yet due sends nothing.
    */
   start(): void {
-    this.startedAt = this.now();
     this.sendPing(1);
     this.timer = setInterval(() => {
       this.ticks++;
@@ -86,31 +87,12 @@ export class Keepalive {
       this.sendPing(1);
     }, this.intervalMs);
     this.timer.unref?.();
-    this.scheduleProbe();
   }
 
   /** The session closed. */
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = null;
-  }
-
-  private scheduleProbe(): void {
-    const at = RTT_PROBE_DELAYS_MS[this.probes];
-    if (at === undefined || at >= this.intervalMs) return;
-    this.probeTimer = setTimeout(
-      () => {
-        this.probeTimer = null;
-        this.probes++;
-        // A ping still in flight gives its own sample.
-        if (this.timer && !this.outstanding) this.sendPing(2);
-        if (this.timer) this.scheduleProbe();
-      },
-      Math.max(0, this.startedAt + at - this.now()),
-    );
-    this.probeTimer.unref?.();
   }
 
   /** A PONG arrived; one with another nonce than the outstanding PING's is ignored. */

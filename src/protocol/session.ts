@@ -121,8 +121,8 @@ export class Session extends EventEmitter<SessionEvents> {
     peerLimits(): Readonly<SessionLimits> | null {
       return this.session.peerLimits;
     }
-    baseRttMs(): number | null {
-      return this.session.keepalive.baseRttMs;
+    rttForGrowth(): number | null {
+      return this.session.keepalive.rttForGrowth();
     }
     hasStreamListener(): boolean {
       return this.session.listenerCount('stream') > 0;

@@ -233,7 +233,10 @@ export class StreamEntry implements StreamCore, FrameSource {
     if (consumed > 0) {
       table.budget.release(consumed);
       if (this.recv !== RecvState.Ended && !this.retired && table.host.state() !== 'closed') {
-        const increment = this.window.consumed(consumed, table.now(), table.host.baseRttMs(), table.budget.headroom() > 0.5);
+        const mayGrow = table.budget.headroom() > 0.5;
+        // The RTT is asked for only when the window could grow: the first ask sends a probe (Keepalive.rttForGrowth).
+        const rtt = this.window.mayGrowOn(consumed, mayGrow) ? table.host.rttForGrowth() : null;
+        const increment = this.window.consumed(consumed, table.now(), rtt, mayGrow);
         if (increment > 0) table.writer.sendControl(encodeFrame({ kind: FrameKind.WINDOW, id: this.id, increment }));
       }
     }

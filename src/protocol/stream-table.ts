@@ -26,8 +26,8 @@ export interface StreamTableHost {
   goawaySent(): boolean;
   /** The peer's limits, once the handshake is done. */
   peerLimits(): Readonly<SessionLimits> | null;
-  /** The base round-trip time (keepalive's), for window growth. */
-  baseRttMs(): number | null;
+  /** The base round-trip time for window growth (Keepalive.rttForGrowth: null until it can be trusted). */
+  rttForGrowth(): number | null;
   /** True when the program takes streams the peer opens (otherwise they are refused). */
   hasStreamListener(): boolean;
   /** Hands a stream the peer opened to the program; may throw (the stream then fails alone). */
