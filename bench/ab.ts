@@ -21,7 +21,8 @@
  * --pin-all: as --pin, and the client (curl, wrk) on CPU 0 and the upstream on CPU 1 too. With
  * --pin alone, where the scheduler puts the client and the upstream still decides agentk's CPU per
  * byte (about 130 or about 270 ms per 100 MB in bulk, from one round to the next); with every
- * process placed, rounds of one build agree, so a change of the data path can be measured.
+ * process placed, the rounds of one run agree more closely. Runs still differ from each other (the
+ * machine's two CPUs are shared with its host), so compare variants within one run only.
  *
  * A variant is NAME=KAS_DIST,AGENTK_DIST (compiled trees; a kas of one build with an agentk of
  * another measures mixed versions too). Copy a build aside with `cp -r dist .base/dist` before
