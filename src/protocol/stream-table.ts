@@ -14,6 +14,7 @@ import { FrameKind, HEAD_FRAME_BASE, encodeFrame, packHead, type Head } from './
 import type { BufferBudget } from './flow.js';
 import { HEAD_ENVELOPE_SLACK, type SessionLimits, type SessionTuning } from './limits.js';
 import type { SessionState } from './session-states.js';
+import { IdMap } from './id-map.js';
 import { StreamEntry } from './stream-entry.js';
 import { RECV_MACHINE, RecvEvent, RecvState, SendState, advance, refusalOf } from './stream-states.js';
 import type { TunnelStream } from './stream.js';
@@ -60,7 +61,8 @@ export class StreamTable {
   /** DATA frames go out raw (protocol version 2, set by the session once negotiated). */
   rawData = false;
   private readonly clientSide: boolean;
-  private readonly byId = new Map<number, StreamEntry>();
+  /** The streams by id: an IdMap, not a Map (every stream comes and goes; see id-map.ts). */
+  private readonly byId = new IdMap<StreamEntry>();
   private readonly pendingOpens: StreamEntry[] = [];
   private localActive = 0;
   private peerActive = 0;
@@ -168,7 +170,7 @@ export class StreamTable {
 
   /** The peer is draining: streams of this side it never processed fail, safe to retry elsewhere. */
   refuseUnprocessed(lastStreamId: number): void {
-    for (const entry of [...this.byId.values()]) {
+    for (const entry of this.inIdOrder()) {
       if (entry.local && entry.id > lastStreamId) {
         this.abort(entry);
         entry.stream.destroy(new TunnelError('STREAM_REFUSED', 'peer is draining and did not process this stream', { remote: true }));
@@ -176,9 +178,14 @@ export class StreamTable {
     }
   }
 
+  /** The known streams, oldest first (the order a Map kept; these walks are rare). */
+  private inIdOrder(): StreamEntry[] {
+    return this.byId.values().sort((a, b) => a.id - b.id);
+  }
+
   /** The session closed: every stream fails with `err`, and the table is empty. */
   abortAll(err: TunnelError): void {
-    const all = [...this.byId.values(), ...this.pendingOpens];
+    const all = [...this.inIdOrder(), ...this.pendingOpens];
     this.pendingOpens.length = 0;
     for (const entry of all) {
       this.forget(entry);
