@@ -22,6 +22,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { decodeRequestHead, encodeResponseHead, type HeaderPair, type HttpRequestHead } from '../../protocol/http.js';
+import { HandleSet } from '../../protocol/id-map.js';
 import { connectionTokens, hasImpersonationHeaders, headerValue, isUpgradeRequest } from '../../protocol/http-rules.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import type { Logger } from '../../shared/logger.js';
@@ -36,7 +37,8 @@ const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 export class ApiServerForwarder {
   private readonly client: ApiServerClient;
   private readonly metrics: AgentMetrics;
-  private readonly active = new Set<Exchange>();
+  /** Requests in flight: a HandleSet, not a Set (one comes and goes per request; see protocol/id-map.ts). */
+  private readonly active = new HandleSet<Exchange>();
 
   constructor(client: ApiServerClient, metrics: AgentMetrics) {
     this.client = client;
@@ -50,8 +52,9 @@ export class ApiServerForwarder {
 
   /** Serves one `http` stream. Never throws; every failure becomes a Status reply or a coded reset. */
   handle(stream: TunnelStream, logger: Logger): void {
-    const exchange = new Exchange(stream, this.client, this.metrics, logger, () => this.active.delete(exchange));
-    this.active.add(exchange);
+    let handle = 0;
+    const exchange = new Exchange(stream, this.client, this.metrics, logger, () => this.active.delete(handle));
+    handle = this.active.add(exchange);
     exchange.run().catch((err: unknown) => {
       exchange.log.error({ err }, 'unexpected failure serving a Kubernetes API request');
       exchange.abort('INTERNAL');
@@ -65,13 +68,13 @@ export class ApiServerForwarder {
    */
   bufferedBytes(): number {
     let n = 0;
-    for (const e of this.active) n += e.bufferedBytes();
+    for (const e of this.active.values()) n += e.bufferedBytes();
     return n;
   }
 
   /** Aborts every request in flight (their streams are reset); the client is closed by its owner. */
   close(): void {
-    for (const e of [...this.active]) e.abort('GOING_AWAY');
+    for (const e of this.active.values()) e.abort('GOING_AWAY');
   }
 }
 
