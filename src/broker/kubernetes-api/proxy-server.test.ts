@@ -91,13 +91,13 @@ describe('Kubernetes API proxy server', () => {
     await Promise.all([agent.ready, kasSide.ready]);
     const atAgent: Array<Promise<TunnelError>> = [];
     agent.on('stream', (s: TunnelStream) => atAgent.push(errorOf(s)));
-    let signal: AbortSignal | null = null;
+    let cancel: OpenOptions['cancel'] | null = null;
     let release: (() => void) | null = null;
     const router: Partial<AgentRouter> = {
       // A router whose open completes just as the client leaves: the stream exists, the client is gone.
       open: (_agentId: number, head, o: OpenOptions) =>
         new Promise<OpenedStream | null>((resolve) => {
-          signal = o.signal;
+          cancel = o.cancel;
           release = () => resolve({ stream: kasSide.openStream(head, { end: o.end }), via: kasSide });
         }),
     };
@@ -108,7 +108,7 @@ describe('Kubernetes API proxy server', () => {
       await waitFor(() => release !== null, 'the proxy to ask the router for a stream');
       // A reset, not a FIN: a FIN before the answer is a half-close, and the client still gets its reply.
       req.socket!.resetAndDestroy();
-      await waitFor(() => signal!.aborted, 'the proxy to notice that the client left');
+      await waitFor(() => cancel!.aborted, 'the proxy to notice that the client left');
       release!();
       await waitFor(() => atAgent.length === 1, 'the stream to reach the agent');
       expect((await atAgent[0]!).code).toBe('CANCELLED');

@@ -1,6 +1,7 @@
 import { createMemoryTransportPair } from '../../protocol/memory-transport.js';
 import { Session } from '../../protocol/session.js';
 import { Registry } from 'prom-client';
+import { Cancellation } from '../cancellation.js';
 import { ProxyMetrics } from '../kubernetes-api/metrics.js';
 import type { AgentPresence } from '../replicas/replica-state.js';
 import { AgentRegistry } from '../tunnel/agent-registry.js';
@@ -42,11 +43,11 @@ describe('routing a request to another replica', () => {
       },
     } as unknown as PeerPool;
     const router = new AgentRouter(new AgentRegistry(), new ProxyMetrics(new Registry()), presence, peers);
-    const client = new AbortController();
-    const opening = router.open(1, { path: '/watch' }, { end: true, timeoutMs: 10_000, signal: client.signal, tried: new Set() });
+    const client = new Cancellation();
+    const opening = router.open(1, { path: '/watch' }, { end: true, timeoutMs: 10_000, cancel: client, tried: new Set() });
     await new Promise((r) => setImmediate(r));
     if (slow === 'the peer connection') expect(asked).toBe(1);
-    client.abort();
+    client.cancel();
     holders.resolve(['ws://peer']);
     connected.resolve(here);
     await expect(opening).resolves.toBeNull();

@@ -22,9 +22,16 @@ export interface OpenedStream {
 export interface OpenOptions {
   end: boolean;
   timeoutMs: number;
-  signal: AbortSignal;
+  /** The request's cancellation: `signal` is asked for only when the router must wait (a Cancellation makes it then). */
+  cancel: CancelSource;
   /** Sessions not to use (they refused this request already). */
   tried: ReadonlySet<Session>;
+}
+
+/** Tells that a request's client went away. */
+export interface CancelSource {
+  readonly aborted: boolean;
+  readonly signal: AbortSignal;
 }
 
 /** How often a waiting request asks Redis again, in case an announcement was missed. */
@@ -55,11 +62,12 @@ export class AgentRouter {
       const remote = await this.openRemote(agentId, head, o);
       if (remote) return remote;
       const remaining = deadline - Date.now();
-      if (remaining <= 0 || o.signal.aborted) return null;
-      const waits: Array<Promise<unknown>> = [this.registry.waitFor(agentId, remaining, o.signal, o.tried)];
-      waits.push(this.presence.waitRegistered(agentId, Math.min(remaining, POLL_MS), o.signal));
+      if (remaining <= 0 || o.cancel.aborted) return null;
+      const signal = o.cancel.signal;
+      const waits: Array<Promise<unknown>> = [this.registry.waitFor(agentId, remaining, signal, o.tried)];
+      waits.push(this.presence.waitRegistered(agentId, Math.min(remaining, POLL_MS), signal));
       await Promise.race(waits);
-      if (o.signal.aborted) return null;
+      if (o.cancel.aborted) return null;
     }
   }
 
@@ -68,14 +76,14 @@ export class AgentRouter {
     const holders = await this.presence.holders(agentId);
     for (const url of holders) {
       // The client may have gone while Redis or the peer connection was awaited: open nothing for it.
-      if (o.signal.aborted) return null;
+      if (o.cancel.aborted) return null;
       let session: Session;
       try {
         session = await this.peers.get(url);
       } catch {
         continue;
       }
-      if (o.signal.aborted) return null;
+      if (o.cancel.aborted) return null;
       if (o.tried.has(session) || !session.acceptsStreams) continue;
       this.metrics.routedRequests.inc({ via: 'peer' });
       return { stream: session.openStream(encodeRouteHead({ agentId, head }), { end: o.end }), via: session };
