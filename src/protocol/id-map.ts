@@ -23,14 +23,18 @@ const MIN_CAPACITY = 16;
 /** Keys are positive 31-bit integers (stream ids are; `HandleSet` hands out such numbers). */
 const MAX_KEY = 0x7fffffff;
 
+/** The arrays of a map that never held anything (an idle session's stream table): nothing allocated. */
+const NO_KEYS = new Int32Array(0);
+const NO_VALUES: never[] = [];
+
 /** A map from positive 31-bit integer keys to values. Iteration order is unspecified. */
 export class IdMap<V> {
-  /** 0 marks a free slot. */
-  private keys = new Int32Array(MIN_CAPACITY);
-  private vals: Array<V | undefined> = new Array<V | undefined>(MIN_CAPACITY).fill(undefined);
-  private mask = MIN_CAPACITY - 1;
+  /** 0 marks a free slot. Empty (NO_KEYS) until the first `set`. */
+  private keys: Int32Array = NO_KEYS;
+  private vals: Array<V | undefined> = NO_VALUES;
+  private mask = 0;
   /** 32 - log2(capacity): a key's home slot is the top bits of its hash. */
-  private shift = 32 - Math.log2(MIN_CAPACITY);
+  private shift = 32;
   private count = 0;
 
   get size(): number {
@@ -49,6 +53,7 @@ export class IdMap<V> {
   /** Sets `key` (an integer from 1 to 2^31 - 1) to `value`. */
   set(key: number, value: V): this {
     if (!Number.isInteger(key) || key < 1 || key > MAX_KEY) throw new RangeError(`IdMap keys are integers from 1 to ${MAX_KEY}, not ${key}`);
+    if (this.keys.length === 0) this.resize(MIN_CAPACITY);
     const keys = this.keys;
     const mask = this.mask;
     let i = slotOf(key, this.shift);
@@ -102,17 +107,17 @@ export class IdMap<V> {
 
   clear(): void {
     this.drop();
-    this.keys = new Int32Array(MIN_CAPACITY);
-    this.vals = new Array<V | undefined>(MIN_CAPACITY).fill(undefined);
-    this.mask = MIN_CAPACITY - 1;
-    this.shift = 32 - Math.log2(MIN_CAPACITY);
+    this.keys = NO_KEYS;
+    this.vals = NO_VALUES;
+    this.mask = 0;
+    this.shift = 32;
     this.count = 0;
   }
 
   /** The slot holding `key`, or -1. */
   private find(key: number): number {
     // 0 marks free slots; no other key outside 1..MAX_KEY can be stored.
-    if (key === 0) return -1;
+    if (key === 0 || this.count === 0) return -1;
     const keys = this.keys;
     const mask = this.mask;
     for (let i = slotOf(key, this.shift); ; i = (i + 1) & mask) {
@@ -146,7 +151,7 @@ export class IdMap<V> {
 
   /** Empties the current value array before it is let go (see the file comment). */
   private drop(): void {
-    this.vals.fill(undefined);
+    if (this.vals !== NO_VALUES) this.vals.fill(undefined);
   }
 }
 
