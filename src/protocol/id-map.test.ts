@@ -44,6 +44,30 @@ describe('IdMap', () => {
     expect(m.size).toBe(1);
   });
 
+  test('shrinks after a burst drains, but keeps one size while the streams in flight swing between a few and a few dozen', () => {
+    const m = new IdMap<number>();
+    expect(m.slots).toBe(0);
+    for (let k = 1; k <= 10_000; k++) m.set(k, k);
+    expect(m.slots).toBeGreaterThanOrEqual(20_000);
+    for (let k = 1; k < 10_000; k++) m.delete(k);
+    expect(m.size).toBe(1);
+    expect(m.slots).toBeLessThanOrEqual(64);
+    expect(m.get(10_000)).toBe(10_000);
+    // 32 connections: between 5 and 40 in flight, over and over. Every size seen after the first
+    // swing is the same one (a shrink at 1/8 full to a half resized it twice per swing).
+    const swing = new IdMap<number>();
+    const sizes = new Set<number>();
+    let next = 1;
+    let oldest = 1;
+    for (let round = 0; round < 50; round++) {
+      while (swing.size < 40) swing.set(next, next++);
+      if (round > 0) sizes.add(swing.slots);
+      while (swing.size > 5) expect(swing.delete(oldest++)).toBe(true);
+      if (round > 0) sizes.add(swing.slots);
+    }
+    expect([...sizes]).toEqual([128]);
+  });
+
   test('agrees with a Map under random churn, growing and shrinking (ids that only grow, as a session hands them out, and random ones)', () => {
     for (const mode of ['rising', 'random'] as const) {
       const next = rng(mode === 'rising' ? 1 : 2);

@@ -41,6 +41,11 @@ export class IdMap<V> {
     return this.count;
   }
 
+  /** Slots allocated (0 until the first `set`): what the table costs, for tests and accounting. */
+  get slots(): number {
+    return this.keys.length;
+  }
+
   get(key: number): V | undefined {
     const i = this.find(key);
     return i < 0 ? undefined : this.vals[i];
@@ -92,8 +97,11 @@ export class IdMap<V> {
     keys[hole] = 0;
     vals[hole] = undefined;
     this.count--;
-    // Shrinks after a burst, so an idle table holds little.
-    if (keys.length > MIN_CAPACITY && this.count * 8 < keys.length) this.resize(keys.length / 2);
+    // Shrinks after a burst, so an idle table holds little: when under 1/32 full, to a quarter (1/8
+    // full at most, with room to double before it grows again). Streams in flight that swing
+    // between a few and a few dozen (32 connections) stay in one table: shrinking at 1/8 to a half
+    // resized it up and down every few requests.
+    if (keys.length > MIN_CAPACITY && this.count * 32 < keys.length) this.resize(Math.max(MIN_CAPACITY, keys.length / 4));
     return true;
   }
 
