@@ -105,7 +105,11 @@ export function hasImpersonationHeaders(headers: readonly HeaderPair[]): boolean
 
 /** True when node:http's flat [name, value, ...] list carries any Impersonate-* header. */
 export function rawHasImpersonationHeaders(rawHeaders: readonly string[]): boolean {
-  for (let i = 0; i < rawHeaders.length; i += 2) if (isImpersonationHeader(rawHeaders[i]!.toLowerCase())) return true;
+  // Only names longer than the prefix can carry it: the rest are not lower-cased.
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length > IMPERSONATE_PREFIX.length && isImpersonationHeader(name.toLowerCase())) return true;
+  }
   return false;
 }
 

@@ -13,7 +13,9 @@ export type BearerResult = { ok: true; token: string } | { ok: false; message: s
 export function bearerToken(rawHeaders: readonly string[]): BearerResult {
   const values: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === 'authorization') values.push(rawHeaders[i + 1]!);
+    // The length test first: most names are not 13 long, and lower-casing each would allocate.
+    const name = rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') values.push(rawHeaders[i + 1]!);
   }
   if (values.length === 0) return { ok: false, message: 'missing Authorization header', missing: true };
   if (values.length > 1) return { ok: false, message: 'more than one Authorization header' };

@@ -5,7 +5,7 @@
  * rules both hops share (src/protocol/http-rules.ts); only what is kas's own is here.
  */
 import type { HeaderPair } from '../../protocol/http.js';
-import { connectionTokens, forwardsRequestHeader, rawConnectionTokens, relaysResponseHeader } from '../../protocol/http-rules.js';
+import { connectionTokens, forwardsRequestHeader, rawConnectionTokens, rawHeaderValue, relaysResponseHeader } from '../../protocol/http-rules.js';
 
 /** Headers that carry credentials for kas itself; never forwarded to the cluster. */
 const CREDENTIAL_HEADERS = new Set(['authorization', 'cookie', 'gitlab-agent-id', 'x-csrf-token', 'proxy-authorization']);
@@ -49,7 +49,7 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
   const named = rawConnectionTokens(rawHeaders);
   // With Transfer-Encoding, Content-Length is void (RFC 9112 6.3) and Node framed the body by the
   // former; forwarding the latter would let the next hop frame the same bytes differently.
-  const chunked = rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'transfer-encoding');
+  const chunked = rawHeaderValue(rawHeaders, 'transfer-encoding') !== undefined;
   const out: HeaderPair[] = [];
   let via: string | null = null;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -67,8 +67,7 @@ export function forwardHeaders(rawHeaders: readonly string[], upgrade: boolean):
   }
   if (upgrade) {
     out.push(['Connection', 'Upgrade']);
-    const up = rawHeaders.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === 'upgrade');
-    out.push(['Upgrade', rawHeaders[up + 1]!]);
+    out.push(['Upgrade', rawHeaderValue(rawHeaders, 'upgrade')!]);
   }
   out.push(['Via', via ? `${via}, ${VIA}` : VIA]);
   return out;
