@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { waitForOutput } from '../../test/support/wait.js';
 
-const OUTPUT_LIMIT = 256 * 1024;
+const OUTPUT_LIMIT = 1024 * 1024;
 
 export interface ManagedProcess {
   readonly name: string;
