@@ -41,6 +41,22 @@ export interface ProfileSummary {
   topSelf: { fn: string; pct: number }[];
   topTotal: { fn: string; pct: number }[];
   byModule: { module: string; pct: number }[];
+  /**
+   * Who spends it: `ours` (src/), `libraries` (node_modules: msgpackr, ws, undici, prom-client...),
+   * `node` (Node's own JavaScript: node:http, streams, net, events, timers), `native` (C++ behind a
+   * JavaScript call: writev, read, the system calls and the kernel's work in them), `gc`, and
+   * `program` (V8 and libuv outside JavaScript: the event loop, compilation, IC misses).
+   */
+  byOwner: { owner: string; pct: number }[];
+}
+
+function ownerOf(mod: string): string {
+  if (mod.startsWith('src/')) return 'ours';
+  if (mod.startsWith('node:')) return 'node';
+  if (mod === '(garbage collector)') return 'gc';
+  if (mod === '(native)') return 'native';
+  if (mod === '(program)') return 'program';
+  return 'libraries';
 }
 
 function moduleOf(url: string, fn: string): string {
@@ -51,6 +67,12 @@ function moduleOf(url: string, fn: string): string {
   const own = /dist\/(src\/.*)$/.exec(url);
   if (own) return own[1]!;
   return url.split('/').slice(-2).join('/');
+}
+
+function owners(modules: ReadonlyMap<string, number>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [mod, t] of modules) out.set(ownerOf(mod), (out.get(ownerOf(mod)) ?? 0) + t);
+  return out;
 }
 
 function label(cf: CallFrame): string {
@@ -102,6 +124,7 @@ export function summarizeProfile(file: string, lastMs = Infinity, top = 20): Pro
     topSelf: pct(self).map(({ k, pct: x }) => ({ fn: k, pct: x })),
     topTotal: pct(total).map(({ k, pct: x }) => ({ fn: k, pct: x })),
     byModule: pct(modules).map(({ k, pct: x }) => ({ module: k, pct: x })),
+    byOwner: pct(owners(modules)).map(({ k, pct: x }) => ({ owner: k, pct: x })),
   };
 }
 
@@ -161,7 +184,8 @@ export async function profileRun(options: { quick: boolean }): Promise<void> {
           console.log(`${who}: no profile written`);
           continue;
         }
-        console.log(`\n${who}: busy ${fmt(s.busyMs)} ms; by module: ${s.byModule.slice(0, 8).map((m) => `${m.module} ${m.pct}%`).join(', ')}`);
+        console.log(`\n${who}: busy ${fmt(s.busyMs)} ms; by owner: ${s.byOwner.map((m) => `${m.owner} ${m.pct}%`).join(', ')}`);
+        console.log(`by module: ${s.byModule.slice(0, 8).map((m) => `${m.module} ${m.pct}%`).join(', ')}`);
         const rows = [['self %', 'function'], ...s.topSelf.slice(0, 15).map((f) => [String(f.pct), f.fn])];
         console.log(table(rows));
         const trows = [['total %', 'function (inclusive)'], ...s.topTotal.slice(0, 15).map((f) => [String(f.pct), f.fn])];
