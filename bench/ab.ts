@@ -18,10 +18,10 @@
  * --pin: each path's two processes get a core each (kas and relay1 on CPU 0, agentk and relay2 on
  * CPU 1; `taskset`), so they never share one; the client and the upstream float. On 2 cores the
  * unpinned figures are bimodal (kas and agentk on one core half the time): report both.
- * --pin-all: as --pin, and the client (curl, wrk) on CPU 0 and the upstream on CPU 1 too. With
- * --pin alone, where the scheduler puts the client and the upstream still decides agentk's CPU per
- * byte (about 130 or about 270 ms per 100 MB in bulk, from one round to the next); with every
- * process placed, the rounds of one run agree more closely. Runs still differ from each other (the
+ * --pin-all: as --pin, and the client (curl, wrk) on CPU 0 and the upstream on CPU 1 too, so every
+ * round shares the cores the same way. (agentk's CPU per byte in bulk, about 130 or about 270 ms
+ * per 100 MB from one round to the next, was first put down to placement; most of it was V8's full
+ * collections, ended by --initial-old-space-size=128: docs/configuration.md.) Runs still differ from each other (the
  * machine's two CPUs are shared with its host), so compare variants within one run only.
  *
  * A variant is NAME=KAS_DIST,AGENTK_DIST (compiled trees; a kas of one build with an agentk of
