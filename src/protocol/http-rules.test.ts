@@ -71,6 +71,11 @@ describe('the HTTP rules kas and agentk share', () => {
     expect(hasImpersonationHeaders([['Accept', 'x']])).toBe(false);
     expect(rawHasImpersonationHeaders(['IMPERSONATE-USER', 'u'])).toBe(true);
     expect(rawHasImpersonationHeaders(['Accept', 'impersonate-user'])).toBe(false);
+    // Both shapes agree on the bare prefix and on names just shorter than it.
+    for (const name of ['Impersonate-', 'Impersonate', 'X-Impersonate-User']) {
+      expect(rawHasImpersonationHeaders(['Accept', 'x', name, 'v'])).toBe(hasImpersonationHeaders([['Accept', 'x'], [name, 'v']]));
+    }
+    expect(rawHasImpersonationHeaders(['Impersonate-', 'v'])).toBe(true);
   });
 
   test('a request has a body when its framing says so, whatever its method', () => {

@@ -105,10 +105,10 @@ export function hasImpersonationHeaders(headers: readonly HeaderPair[]): boolean
 
 /** True when node:http's flat [name, value, ...] list carries any Impersonate-* header. */
 export function rawHasImpersonationHeaders(rawHeaders: readonly string[]): boolean {
-  // Only names longer than the prefix can carry it: the rest are not lower-cased.
+  // Only names at least as long as the prefix can carry it: the rest are not lower-cased.
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length > IMPERSONATE_PREFIX.length && isImpersonationHeader(name.toLowerCase())) return true;
+    if (name.length >= IMPERSONATE_PREFIX.length && isImpersonationHeader(name.toLowerCase())) return true;
   }
   return false;
 }
